@@ -1,0 +1,51 @@
+# Hodei — builds everything under build/.  `make demo` and `make test` are the two commands.
+#
+# Each part of the tree has its own fragment (*/*.mk) that appends to the lists below; this
+# file only holds what is shared.
+
+SHELL    := /bin/bash
+BUILD    := build
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+HODEI_CFLAGS := -std=c11 -D_GNU_SOURCE -fPIC -pthread $(WARN) -Ishm \
+                $(shell pkg-config --cflags liburcu 2>/dev/null)
+VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+
+BINS           :=     # programs every build makes
+TEST_PROGRAMS  :=     # C programs the test suite runs (built by `make test`)
+BENCH_TARGETS  :=     # `make bench` runs these in order
+INSTALL_TARGETS :=    # `make install` runs these
+CLEAN_EXTRA    :=
+
+.PHONY: all deps test demo bench fuzz install clean
+all: deps
+
+deps:
+	@scripts/deps.sh
+
+include shm/shm.mk
+include $(sort $(wildcard core/*.mk core/*/*.mk ngx_hodei_module/*.mk tests/*.mk bench/*.mk conf/*.mk))
+
+all: $(BINS)
+
+# One prove run over the whole suite: tests/*.t wrap the C and shell tests, t/ holds the
+# nginx specs (Test::Nginx::Socket block format, runner in t/lib).
+test: all $(TEST_PROGRAMS)
+	PERL5LIB=$(CURDIR)/t/lib prove -r tests/ t/
+
+demo: all
+	scripts/demo.sh $(if $(DURATION),--duration $(DURATION))
+
+bench: all
+	@set -e; for t in $(BENCH_TARGETS); do $(MAKE) --no-print-directory $$t; done
+
+install: all $(INSTALL_TARGETS)
+
+clean:
+	rm -rf $(BUILD) $(CLEAN_EXTRA)
+
+$(BUILD) $(BUILD)/obj $(BUILD)/tests:
+	mkdir -p $@

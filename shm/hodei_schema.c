@@ -1,0 +1,181 @@
+/* hodei_schema.c — the metric families of DESIGN §2, defined once. */
+#include "hodei_schema.h"
+
+#include <string.h>
+
+static const double scheduling_latency_buckets[] = {
+    .001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10 };
+static const double queue_wait_buckets[] = { .1, .5, 1, 2.5, 5, 10, 30, 60, 300, 600 };
+/* The original server's defaults (Prometheus client defaults); nginx may configure others. */
+static const double http_duration_buckets[] = {
+    .001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5 };
+static const double job_duration_buckets[] = {
+    .1, .5, 1, 2.5, 5, 10, 30, 60, 300, 600, 1800, 3600 };
+
+#define NAME(s)   .name = s, .name_len = sizeof(s) - 1
+#define BUCKETS(a) .nbuckets = sizeof(a) / sizeof(a[0]), .buckets = a
+#define L1(a)        .nlabels = 1, .labels = { a }
+#define L2(a, b)     .nlabels = 2, .labels = { a, b }
+#define L3(a, b, c)  .nlabels = 3, .labels = { a, b, c }
+
+/* Default caps: 1,000 tenants and 10,000 workers (DESIGN §5), plus one __overflow__ series. */
+#define TENANTS  1001
+#define WORKERS  10001
+
+const struct hodei_family hodei_families[HODEI_F_COUNT] = {
+    [HODEI_F_JOBS_SCHEDULED_TOTAL] = { NAME("hodei_jobs_scheduled_total"),
+        .help = "Total number of jobs scheduled", .type = HODEI_COUNTER,
+        .source = HODEI_SRC_DAEMON, L1("tenant_id"), .default_cap = TENANTS },
+    [HODEI_F_JOBS_COMPLETED_TOTAL] = { NAME("hodei_jobs_completed_total"),
+        .help = "Total number of jobs completed successfully", .type = HODEI_COUNTER,
+        .source = HODEI_SRC_DAEMON, L1("tenant_id"), .default_cap = TENANTS },
+    [HODEI_F_JOBS_FAILED_TOTAL] = { NAME("hodei_jobs_failed_total"),
+        .help = "Total number of jobs failed", .type = HODEI_COUNTER,
+        .source = HODEI_SRC_DAEMON, L2("tenant_id", "error_type"),
+        .default_cap = TENANTS * HODEI_ERR_COUNT },
+    [HODEI_F_JOBS_QUEUED] = { NAME("hodei_jobs_queued"),
+        .help = "Current number of jobs in queue", .type = HODEI_GAUGE,
+        .source = HODEI_SRC_DAEMON, .default_cap = 1 },
+    [HODEI_F_WORKERS_REGISTERED_TOTAL] = { NAME("hodei_workers_registered_total"),
+        .help = "Total number of workers registered", .type = HODEI_COUNTER,
+        .source = HODEI_SRC_DAEMON, .default_cap = 1 },
+    [HODEI_F_WORKERS_HEALTHY] = { NAME("hodei_workers_healthy"),
+        .help = "Current number of healthy workers", .type = HODEI_GAUGE,
+        .source = HODEI_SRC_DAEMON, .default_cap = 1 },
+    [HODEI_F_WORKERS_TOTAL] = { NAME("hodei_workers_total"),
+        .help = "Current number of registered workers", .type = HODEI_GAUGE,
+        .source = HODEI_SRC_DAEMON, .default_cap = 1 },
+    [HODEI_F_SCHEDULING_LATENCY_SECONDS] = { NAME("hodei_scheduling_latency_seconds"),
+        .help = "Time taken to make one scheduling decision", .type = HODEI_HISTOGRAM,
+        .source = HODEI_SRC_DAEMON, BUCKETS(scheduling_latency_buckets), .default_cap = 1 },
+    [HODEI_F_SCHEDULING_DECISIONS_TOTAL] = { NAME("hodei_scheduling_decisions_total"),
+        .help = "Total number of scheduling decisions by outcome", .type = HODEI_COUNTER,
+        .source = HODEI_SRC_DAEMON, L1("decision_type"), .default_cap = HODEI_DECISION_COUNT },
+    [HODEI_F_CPU_USAGE_PERCENT] = { NAME("hodei_cpu_usage_percent"),
+        .help = "Last reported CPU usage of each worker in percent", .type = HODEI_GAUGE,
+        .source = HODEI_SRC_DAEMON, L1("worker_id"), .default_cap = WORKERS },
+    [HODEI_F_MEMORY_USAGE_MB] = { NAME("hodei_memory_usage_mb"),
+        .help = "Last reported memory usage of each worker in megabytes", .type = HODEI_GAUGE,
+        .source = HODEI_SRC_DAEMON, L1("worker_id"), .default_cap = WORKERS },
+    [HODEI_F_QUEUE_SIZE] = { NAME("hodei_queue_size"),
+        .help = "Current queue size: jobs queued or assigned but not yet running",
+        .type = HODEI_GAUGE, .source = HODEI_SRC_DAEMON, .default_cap = 1 },
+    [HODEI_F_QUEUE_WAIT_TIME_SECONDS] = { NAME("hodei_queue_wait_time_seconds"),
+        .help = "Time jobs waited in the queue before placement", .type = HODEI_HISTOGRAM,
+        .source = HODEI_SRC_DAEMON, BUCKETS(queue_wait_buckets), .default_cap = 1 },
+    [HODEI_F_HTTP_REQUESTS_TOTAL] = { NAME("hodei_http_requests_total"),
+        .help = "Total number of HTTP requests", .type = HODEI_COUNTER,
+        .source = HODEI_SRC_NGINX, L3("method", "endpoint", "status_code"), .default_cap = 0 },
+    [HODEI_F_HTTP_REQUEST_DURATION_SECONDS] = { NAME("hodei_http_request_duration_seconds"),
+        .help = "HTTP request duration", .type = HODEI_HISTOGRAM,
+        .source = HODEI_SRC_NGINX, BUCKETS(http_duration_buckets), .default_cap = 0 },
+    [HODEI_F_EVENTS_PUBLISHED_TOTAL] = { NAME("hodei_events_published_total"),
+        .help = "Total number of events published to the event bus", .type = HODEI_COUNTER,
+        .source = HODEI_SRC_DAEMON, L1("event_type"), .default_cap = HODEI_EV_COUNT },
+    [HODEI_F_EVENTS_RECEIVED_TOTAL] = { NAME("hodei_events_received_total"),
+        .help = "Total number of events delivered to subscribers", .type = HODEI_COUNTER,
+        .source = HODEI_SRC_DAEMON, L1("event_type"), .default_cap = HODEI_EV_COUNT },
+    [HODEI_F_EVENT_BUS_SUBSCRIBERS] = { NAME("hodei_event_bus_subscribers"),
+        .help = "Current number of event bus subscribers", .type = HODEI_GAUGE,
+        .source = HODEI_SRC_DAEMON, .default_cap = 1 },
+
+    [HODEI_F_SCHEDULER_UP] = { NAME("hodei_scheduler_up"),
+        .help = "1 when the scheduler's metrics segment is present, valid and fresh, else 0",
+        .type = HODEI_GAUGE, .source = HODEI_SRC_HEADER, .default_cap = 0 },
+    [HODEI_F_METRICS_SNAPSHOT_AGE_SECONDS] = { NAME("hodei_metrics_snapshot_age_seconds"),
+        .help = "Seconds since the scheduler last published or refreshed its metrics",
+        .type = HODEI_GAUGE, .source = HODEI_SRC_HEADER, .default_cap = 0 },
+    [HODEI_F_BUILD_INFO] = { NAME("hodei_build_info"),
+        .help = "Version of the running scheduler; always 1", .type = HODEI_GAUGE,
+        .source = HODEI_SRC_DAEMON, L1("version"), .default_cap = 1 },
+    [HODEI_F_JOBS_SUBMITTED_TOTAL] = { NAME("hodei_jobs_submitted_total"),
+        .help = "Total number of jobs accepted by the API", .type = HODEI_COUNTER,
+        .source = HODEI_SRC_DAEMON, L1("tenant_id"), .default_cap = TENANTS },
+    [HODEI_F_JOB_DURATION_SECONDS] = { NAME("hodei_job_duration_seconds"),
+        .help = "Time from a job's start to its end", .type = HODEI_HISTOGRAM,
+        .source = HODEI_SRC_DAEMON, BUCKETS(job_duration_buckets), .default_cap = 1 },
+    [HODEI_F_JOBS_RUNNING] = { NAME("hodei_jobs_running"),
+        .help = "Current number of running jobs", .type = HODEI_GAUGE,
+        .source = HODEI_SRC_DAEMON, .default_cap = 1 },
+    [HODEI_F_EVENTS_DROPPED_TOTAL] = { NAME("hodei_events_dropped_total"),
+        .help = "Total number of events dropped because a subscriber's queue was full",
+        .type = HODEI_COUNTER, .source = HODEI_SRC_DAEMON, L1("event_type"),
+        .default_cap = HODEI_EV_COUNT },
+    [HODEI_F_METRICS_LABEL_OVERFLOW_TOTAL] = { NAME("hodei_metrics_label_overflow_total"),
+        .help = "Total number of label sets folded into __overflow__ because a family's series cap was reached",
+        .type = HODEI_COUNTER, .source = HODEI_SRC_BOTH, L1("family"),
+        .default_cap = HODEI_F_COUNT },
+};
+
+const char *const hodei_decision_names[HODEI_DECISION_COUNT] = {
+    "assigned", "no_capacity", "rejected", "requeued" };
+
+const char *const hodei_error_type_names[HODEI_ERR_COUNT] = {
+    "exit_code", "timeout", "worker_lost", "spawn_error", "cancelled", "other" };
+
+const char *const hodei_event_type_names[HODEI_EV_COUNT] = {
+    "job_submitted", "job_assigned", "job_started", "job_succeeded", "job_failed",
+    "job_cancelled", "job_requeued", "job_rejected", "worker_registered", "worker_unhealthy",
+    "worker_recovered", "worker_removed" };
+
+int hodei_name_index(const char *const *names, int n, const char *name)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(names[i], name) == 0)
+            return i;
+    return -1;
+}
+
+int hodei_family_lookup(const char *name)
+{
+    for (int i = 0; i < HODEI_F_COUNT; i++)
+        if (strcmp(hodei_families[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+int hodei_id_valid(const char *s, size_t len)
+{
+    if (len == 0 || len > HODEI_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char) s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+              || c == '.' || c == '_' || c == ':' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+int hodei_utf8_valid(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            if (c == 0)
+                return 0;
+            i++;
+            continue;
+        }
+        size_t n;
+        uint32_t cp;
+        if (c >= 0xc2 && c <= 0xdf) { n = 1; cp = c & 0x1f; }
+        else if (c >= 0xe0 && c <= 0xef) { n = 2; cp = c & 0x0f; }
+        else if (c >= 0xf0 && c <= 0xf4) { n = 3; cp = c & 0x07; }
+        else return 0;
+        if (len - i - 1 < n)
+            return 0;
+        for (size_t k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        /* overlong, surrogate or beyond U+10FFFF */
+        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff
+            || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        i += n + 1;
+    }
+    return 1;
+}
