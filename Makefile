@@ -34,7 +34,9 @@ all: $(BINS)
 # One prove run over the whole suite: tests/*.t wrap the C and shell tests, t/ holds the
 # nginx specs (Test::Nginx::Socket block format, runner in t/lib).
 test: all $(TEST_PROGRAMS)
-	PERL5LIB=$(CURDIR)/t/lib prove -r tests/ t/
+	PERL5LIB=$(CURDIR)/t/lib TEST_NGINX_HODEI_MODULE=$(CURDIR)/$(BUILD)/ngx_http_hodei_module.so \
+	    TEST_NGINX_HODEI_BUILD=$(CURDIR)/$(BUILD) TEST_NGINX_SERVROOT=$(CURDIR)/$(BUILD)/servroot \
+	    prove -r tests/ t/
 
 demo: all
 	scripts/demo.sh $(if $(DURATION),--duration $(DURATION))

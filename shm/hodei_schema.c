@@ -150,6 +150,13 @@ int hodei_id_valid(const char *s, size_t len)
 int hodei_utf8_valid(const unsigned char *s, size_t len)
 {
     size_t i = 0;
+    /* label values are nearly always ASCII: 8 bytes at a time while no high bit and no NUL */
+    for (; i + 8 <= len; i += 8) {
+        uint64_t x;
+        memcpy(&x, s + i, 8);
+        if (((x - 0x0101010101010101ull) | x) & 0x8080808080808080ull)
+            break;
+    }
     while (i < len) {
         unsigned char c = s[i];
         if (c < 0x80) {

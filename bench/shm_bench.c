@@ -1,0 +1,140 @@
+/*
+ * shm_bench — renderer, publish and read costs for snapshots of ~200, ~5,000 and ~25,000
+ * samples, each against a plain memcpy of the rendered bytes measured in the same run
+ * (interleaved repetitions, medians), because absolute times drift on shared machines.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hodei_fill.h"
+#include "hodei_render.h"
+#include "hodei_segment.h"
+#include "hodei_snapshot.h"
+
+#define REPS 31
+
+static double now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *) a, y = *(const double *) b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t) n, sizeof(*v), cmp_double);
+    return v[n / 2];
+}
+
+static char *out_buf;
+static size_t out_cap;
+
+static int no_flush(struct hodei_sink *s)
+{
+    (void) s;
+    return -1;                                   /* out_buf is sized to hold everything */
+}
+
+static size_t render(const struct hodei_snapshot *snap)
+{
+    const struct hodei_snapshot *snaps[1] = { snap };
+    struct hodei_render_input in = { .snapshots = snaps, .nsnapshots = 1, .scheduler_up = 1,
+                                     .snapshot_age = 0.1 };
+    struct hodei_sink s = { .pos = out_buf, .end = out_buf + out_cap, .flush = no_flush };
+    if (hodei_render(&s, HODEI_FMT_TEXT, &in) != 0) {
+        fprintf(stderr, "render buffer too small\n");
+        exit(1);
+    }
+    return (size_t) (s.pos - out_buf);
+}
+
+static void run(size_t target)
+{
+    struct hodei_fill_params p = HODEI_FILL_DEFAULTS;
+    p.tenants = target / 50 ? (unsigned) (target / 50) : 1;
+    p.workers = 1;
+    size_t base = hodei_fill_samples(&p);
+    p.workers = target > base ? (unsigned) ((target - base) / 2) + 1 : 1;
+
+    uint32_t caps[HODEI_F_COUNT];
+    hodei_fill_caps(&p, caps);
+    size_t cap = hodei_payload_bound(caps);
+    void *payload = aligned_alloc(64, cap);
+    size_t len = hodei_fill_build(payload, cap, &p);
+
+    char path[128], err[256];
+    snprintf(path, sizeof(path), "/dev/shm/hodei-bench-%ld", (long) getpid());
+    struct hodei_seg_writer w;
+    struct hodei_seg_reader r;
+    struct hodei_snapshot snap;
+    const char *why;
+    if (len == 0 || hodei_seg_create(&w, path, 3, len, err, sizeof(err)) != 0
+        || hodei_seg_publish(&w, payload, len) != 0 || hodei_seg_open(&r, path) != HODEI_SEG_OK
+        || hodei_seg_read(&r, &snap, NULL, &why) != HODEI_SEG_OK) {
+        fprintf(stderr, "setup failed: %s\n", err);
+        exit(1);
+    }
+    out_cap = 64 * len + (1 << 20);
+    out_buf = malloc(out_cap);
+    char *copy = malloc(out_cap);
+    size_t text_len = render(&snap);
+    size_t samples = 0;
+    for (size_t i = 0; i < text_len; i++)
+        samples += out_buf[i] == '\n' && i + 1 < text_len && out_buf[i + 1] != '#';
+    samples++;
+
+    double t_render[REPS], t_memcpy[REPS], t_publish[REPS], t_read[REPS];
+    int inner = (int) (200000 / samples) + 1;
+    for (int rep = 0; rep < REPS; rep++) {
+        double t0 = now_ns();
+        for (int i = 0; i < inner; i++) {
+            memcpy(copy, out_buf, text_len);
+            __asm__ volatile("" ::: "memory");
+        }
+        double t1 = now_ns();
+        for (int i = 0; i < inner; i++)
+            render(&snap);
+        double t2 = now_ns();
+        for (int i = 0; i < inner; i++)
+            hodei_seg_publish(&w, payload, len);
+        double t3 = now_ns();
+        for (int i = 0; i < inner; i++)
+            hodei_seg_read(&r, &snap, NULL, &why);
+        double t4 = now_ns();
+        t_memcpy[rep] = (t1 - t0) / inner;
+        t_render[rep] = (t2 - t1) / inner;
+        t_publish[rep] = (t3 - t2) / inner;
+        t_read[rep] = (t4 - t3) / inner;
+    }
+    double mc = median(t_memcpy, REPS), rd = median(t_render, REPS);
+    double pub = median(t_publish, REPS), rv = median(t_read, REPS);
+    printf("%7zu samples | render %8.1f us %6.1f ns/sample %6.0f MB/s | memcpy %6.1f us | "
+           "render/memcpy %5.1fx | publish %7.1f us | read+validate %7.1f us | segment %6.2f MiB\n",
+           samples, rd / 1e3, rd / samples, text_len / rd * 1e3, mc / 1e3, rd / mc, pub / 1e3,
+           rv / 1e3, w.size / 1048576.0);
+    hodei_seg_unmap(&r);
+    hodei_seg_close(&w);
+    unlink(path);
+    free(payload);
+    free(out_buf);
+    free(copy);
+}
+
+int main(void)
+{
+    printf("shm: text 0.0.4 rendering, %d interleaved repetitions, medians "
+           "(goal: <= 50 ns/sample, within ~5x of memcpy)\n", REPS);
+    run(200);
+    run(5000);
+    run(25000);
+    return 0;
+}

@@ -1,0 +1,34 @@
+/*
+ * hodei_fill.h — deterministic, fully populated snapshots without a daemon, for
+ * build/hodei-shm-fill, the tests, the fuzz corpus and the benchmarks.
+ *
+ * The same parameters always give the byte-identical payload, so a reader can check a copy
+ * by rebuilding it from its seed (the stress test's invariant).  Every value is non-zero.
+ */
+#ifndef HODEI_FILL_H
+#define HODEI_FILL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "hodei_schema.h"
+
+struct hodei_fill_params {
+    unsigned tenants;       /* tenant_id series ("tenant-0001" ...) */
+    unsigned workers;       /* worker_id series ("worker-00001" ...) */
+    unsigned error_types;   /* 1..HODEI_ERR_COUNT */
+    unsigned event_types;   /* 1..HODEI_EV_COUNT */
+    uint64_t seed;          /* every value and the timestamp derive from it */
+};
+
+#define HODEI_FILL_DEFAULTS { .tenants = 3, .workers = 4, .error_types = HODEI_ERR_COUNT, \
+                              .event_types = HODEI_EV_COUNT, .seed = 1 }
+
+/* Series caps that fit the parameters (for hodei_payload_bound and segment sizing). */
+void   hodei_fill_caps(const struct hodei_fill_params *p, uint32_t caps[HODEI_F_COUNT]);
+/* Builds the payload into buf (8-aligned).  Returns its length, 0 if it did not fit or the
+ * parameters are out of range. */
+size_t hodei_fill_build(void *buf, size_t cap, const struct hodei_fill_params *p);
+/* Number of samples the 0.0.4 rendering of such a payload has (for benchmarks). */
+size_t hodei_fill_samples(const struct hodei_fill_params *p);
+
+#endif
