@@ -1,0 +1,276 @@
+package HodeiTest;
+# What the integration tests and benchmarks share: a temp dir, programs started in the
+# background (every one stopped when the script ends, dies or is interrupted), waiting for
+# ports, JSON over HTTP, the scheduler daemon, nginx with the module, the exposition, and the
+# family list read from the one schema (shm/hodei_schema.c).  TAP comes from Test::More.
+#
+# Loading it makes the project root the working directory: every path below is relative to it.
+use strict;
+use warnings;
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use File::Path qw(make_path);
+use File::Temp qw(tempdir);
+use HTTP::Tiny;
+use IO::Socket::INET;
+use JSON::PP ();
+use POSIX qw(WNOHANG);
+use Socket qw(IPPROTO_TCP TCP_NODELAY);
+use Time::HiRes qw(sleep time);
+use Exporter 'import';
+
+our @EXPORT = qw(
+    $TMP root slurp families
+    spawn wait_exit stop run
+    port_open wait_port
+    to_json from_json http_get call
+    start_daemon metrics settle sample rss_kb
+    nginx_conf start_nginx
+);
+
+my $ROOT = abs_path(dirname(__FILE__) . '/../..');
+chdir $ROOT or die "chdir $ROOT: $!";
+sub root { $ROOT }
+
+our $TMP = tempdir('hodei-test-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+
+sub slurp {
+    my ($path) = @_;
+    open my $fh, '<', $path or return '';
+    local $/;
+    return scalar(<$fh>) // '';
+}
+
+# [name, type] of every family, in schema order.
+sub families {
+    my $src = slurp('shm/hodei_schema.c') or die "shm/hodei_schema.c: cannot read";
+    my @f;
+    while ($src =~ /NAME\("(\w+)"\).*?\.type = HODEI_(\w+)/sg) {
+        push @f, [$1, lc $2];
+    }
+    return @f;
+}
+
+# ---- processes ------------------------------------------------------------------------------
+
+my $OWNER = $$;       # a forked child must not run the clean-up below
+my %children;         # pid => 1 while it may still be running
+
+# An interrupted script still stops what it started: the handlers exit through END (exec
+# resets them in what spawn starts).
+for my $sig (qw(INT TERM HUP)) {
+    my $number = POSIX->can("SIG$sig")->();
+    $SIG{$sig} = sub { $$ == $OWNER ? exit 128 + $number : POSIX::_exit(128 + $number) };
+}
+
+# Starts a program in the background; $io is a file taking both stdout and stderr, or
+# { out => FILE, err => FILE }.  Returns its pid.
+sub spawn {
+    my ($io, @cmd) = @_;
+    my ($out, $err) = ref $io ? @$io{qw(out err)} : ($io, $io);
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        open(STDIN, '<', '/dev/null') && open(STDOUT, '>>', $out) && open(STDERR, '>>', $err)
+            && exec @cmd;
+        print STDERR "$cmd[0]: $!\n";
+        POSIX::_exit(127);
+    }
+    $children{$pid} = 1;
+    return $pid;
+}
+
+# Waits up to $seconds (default 10) for a child to exit; its exit status (>> 8, or 128 + the
+# signal), undef if it is still running.
+sub wait_exit {
+    my ($pid, $seconds) = @_;
+    my $deadline = time + ($seconds // 10);
+    while (1) {
+        my $r = waitpid($pid, WNOHANG);
+        if ($r == $pid) {
+            delete $children{$pid};
+            return $? & 127 ? 128 + ($? & 127) : $? >> 8;
+        }
+        return undef if $r < 0 || time >= $deadline;
+        sleep 0.02;
+    }
+}
+
+# Sends $sig (default TERM) to a child and waits for it; its exit status, undef if it did
+# not exit within $seconds.
+sub stop {
+    my ($pid, $sig, $seconds) = @_;
+    kill $sig // 'TERM', $pid;
+    return wait_exit($pid, $seconds);
+}
+
+# Whatever is still running at exit is asked to stop, then killed (nginx's master stops its
+# workers only when asked).
+END {
+    if ($$ == $OWNER) {
+        local $?;
+        for my $pid (keys %children) {
+            stop($pid, 'TERM', 5) // stop($pid, 'KILL', 5);
+        }
+    }
+}
+
+# Runs a program to its end (at most 30 s); returns (exit status, stdout, stderr).
+my $runs = 0;
+sub run {
+    my @cmd = @_;
+    $runs++;
+    my ($out, $err) = ("$TMP/run$runs.out", "$TMP/run$runs.err");
+    my $pid = spawn({ out => $out, err => $err }, @cmd);
+    my $status = wait_exit($pid, 30);
+    if (!defined $status) {
+        stop($pid, 'KILL');
+        $status = -1;
+    }
+    return ($status, slurp($out), slurp($err));
+}
+
+# ---- ports and HTTP -------------------------------------------------------------------------
+
+sub port_open {
+    my ($port) = @_;
+    return !!IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 1);
+}
+
+sub wait_port {
+    my ($port, $seconds) = @_;
+    my $deadline = time + ($seconds // 10);
+    while (time < $deadline) {
+        return 1 if port_open($port);
+        sleep 0.02;
+    }
+    return 0;
+}
+
+my $JSON = JSON::PP->new->utf8->canonical;
+sub to_json { $JSON->encode($_[0]) }
+sub from_json { $JSON->decode($_[0]) }
+
+# HTTP::Tiny writes a POST's head and body separately: without TCP_NODELAY the body waits
+# for a delayed ACK (40 ms) on every kept-alive request.
+{
+    no warnings 'redefine';
+    my $connect = \&HTTP::Tiny::Handle::connect;
+    *HTTP::Tiny::Handle::connect = sub {
+        my $handle = $connect->(@_);
+        setsockopt($handle->{fh}, IPPROTO_TCP, TCP_NODELAY, 1);
+        return $handle;
+    };
+}
+my $HTTP = HTTP::Tiny->new(timeout => 30, keep_alive => 1);
+
+sub http_get {
+    my ($url, %headers) = @_;
+    return $HTTP->get($url, { headers => \%headers });
+}
+
+# One request to $api->{url} . $path, the body JSON-encoded unless it is a string; returns
+# (status, decoded body or raw text).
+sub call {
+    my ($api, $method, $path, $body, %opt) = @_;
+    my %headers = %{ $opt{headers} // {} };
+    my %args = (headers => \%headers);
+    if (defined $body) {
+        $args{content} = ref $body ? to_json($body) : $body;
+        $headers{'Content-Type'} //= 'application/json';
+    }
+    my $r = $HTTP->request($method, $api->{url} . $path, \%args);
+    my $decoded = eval { from_json($r->{content}) };
+    return ($r->{status}, $decoded // $r->{content});
+}
+
+# ---- the scheduler daemon and its segment ---------------------------------------------------
+
+# Starts hodei-scheduler; returns a handle { pid, port, url, segment, log }.
+sub start_daemon {
+    my ($port, @flags) = @_;
+    my $d = { port => $port, url => "http://127.0.0.1:$port/api/v1",
+              segment => "$TMP/segment-$port", log => "$TMP/daemon-$port.log" };
+    $d->{pid} = spawn($d->{log}, 'build/hodei-scheduler', '--listen', "127.0.0.1:$port",
+                      '--segment', $d->{segment}, @flags);
+    wait_port($port) or die "hodei-scheduler did not start on $port:\n" . slurp($d->{log});
+    return $d;
+}
+
+# The exposition of the daemon's segment, without the age line (it moves by itself).
+sub metrics {
+    my ($d) = @_;
+    my $text = `build/hodei-metrics $d->{segment} 2>&1`;
+    $text =~ s/^hodei_metrics_snapshot_age_seconds .*\n//m;
+    return $text;
+}
+
+# Waits until two publish intervals have passed, so the segment shows the current state.
+sub settle { sleep($_[0] // 0.15) }
+
+# The value of one sample line in an exposition ('name{labels}' exactly), or undef.
+sub sample {
+    my ($text, $series) = @_;
+    for my $line (split /\n/, $text) {
+        next if $line =~ /^#/;
+        my ($name, $value) = $line =~ /^(\S+) (\S+)$/ or next;
+        return $value + 0 if $name eq $series;
+    }
+    return undef;
+}
+
+sub rss_kb {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/status" or return 0;
+    while (<$fh>) { return $1 if /^VmRSS:\s+(\d+)/ }
+    return 0;
+}
+
+# ---- nginx with the module ------------------------------------------------------------------
+
+# Writes $o{dir}/nginx.conf (in the foreground, the module loaded, everything under $o{dir})
+# with $o{http} as the body of http{}; options workers (1), worker_connections (1024),
+# master (1).  Returns the file's path.
+sub nginx_conf {
+    my (%o) = @_;
+    my $dir = $o{dir};
+    make_path("$dir/logs");
+    my $user = $> == 0 ? "user root root;\n" : '';
+    my $master = ($o{master} // 1) ? 'on' : 'off';
+    my $workers = $o{workers} // 1;
+    my $connections = $o{worker_connections} // 1024;
+    open(my $fh, '>', "$dir/nginx.conf") or die "$dir/nginx.conf: $!";
+    print $fh <<"CONF";
+load_module $ROOT/build/ngx_http_hodei_module.so;
+${user}worker_processes $workers;
+daemon off;
+master_process $master;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log notice;
+events { worker_connections $connections; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+$o{http}
+}
+CONF
+    close $fh;
+    return "$dir/nginx.conf";
+}
+
+# Starts nginx (see nginx_conf; dir defaults to a new one under $TMP) and waits until it
+# listens on $o{port}; returns its master's pid.
+sub start_nginx {
+    my (%o) = @_;
+    $o{dir} //= tempdir('nginx-XXXXXX', DIR => $TMP);
+    my $conf = nginx_conf(%o);
+    my $pid = spawn("$o{dir}/logs/stderr.log", '/usr/sbin/nginx', '-p', $o{dir}, '-c', $conf);
+    wait_port($o{port}) or die "nginx is not listening on $o{port}:\n"
+        . slurp("$o{dir}/logs/stderr.log") . slurp("$o{dir}/logs/error.log");
+    return $pid;
+}
+
+1;
