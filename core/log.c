@@ -1,0 +1,44 @@
+/* log.c — one line per message, written with a single write(2) so threads do not interleave. */
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+enum log_level log_threshold = LOG_INFO;
+
+static const char *const level_names[] = { "error", "warn", "info", "debug" };
+
+int log_level_parse(const char *name)
+{
+    for (int i = 0; i <= LOG_DEBUG; i++)
+        if (strcmp(name, level_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+    if (level > log_threshold)
+        return;
+    char line[1024];
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s ",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, ts.tv_nsec / 1000000, level_names[level]);
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + n, sizeof line - (size_t) n - 1, fmt, ap);
+    va_end(ap);
+    size_t len = (size_t) n + (m < 0 ? 0 : (size_t) m);
+    if (len > sizeof line - 2)
+        len = sizeof line - 2;
+    line[len++] = '\n';
+    ssize_t w = write(STDERR_FILENO, line, len);
+    (void) w;
+}

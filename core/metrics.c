@@ -1,0 +1,251 @@
+/* metrics.c — snapshot building and the publish loop (see metrics.h). */
+#include "metrics.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "hodei_snapshot.h"
+
+/* Queue of the aggregator's subscription: several intervals' worth of a busy scheduler. */
+#define AGGREGATOR_QUEUE 65536
+
+void metrics_caps(uint32_t caps[HODEI_F_COUNT], uint32_t max_tenants, uint32_t max_workers)
+{
+    hodei_default_caps(caps);
+    for (int f = 0; f < HODEI_F_COUNT; f++) {
+        const struct hodei_family *fam = &hodei_families[f];
+        if (fam->source != HODEI_SRC_DAEMON && fam->source != HODEI_SRC_BOTH) {
+            caps[f] = 0;
+            continue;
+        }
+        if (fam->nlabels == 0)
+            continue;
+        if (strcmp(fam->labels[0], "tenant_id") == 0)
+            caps[f] = (max_tenants + 1) * (fam->nlabels == 2 ? HODEI_ERR_COUNT : 1);
+        else if (strcmp(fam->labels[0], "worker_id") == 0)
+            caps[f] = max_workers;
+    }
+}
+
+static void scalar(struct hodei_builder *b, enum hodei_family_id f, double created, double v)
+{
+    hodei_builder_family(b, f);
+    hodei_builder_scalar(b, NULL, created, v);
+}
+
+static void histogram(struct hodei_builder *b, enum hodei_family_id f, double created,
+                      const struct sched_histogram *live)
+{
+    struct sched_histogram h;
+    sched_histogram_read(live, &h);
+    hodei_builder_family(b, f);
+    unsigned char *rec = hodei_builder_series(b, NULL, created);
+    if (!rec)
+        return;
+    double *sum = (double *) rec;
+    uint64_t *buckets = (uint64_t *) (rec + sizeof(double));
+    *sum = h.sum;
+    memcpy(buckets, h.counts, (h.nbuckets + 1) * sizeof(uint64_t));
+}
+
+/* One series per tenant of a tenant-labelled counter, read through get. */
+static void per_tenant(struct hodei_builder *b, enum hodei_family_id f, const struct sched *s,
+                       uint32_t ntenants, const uint64_t *(*get)(const struct tenant *))
+{
+    hodei_builder_family(b, f);
+    for (uint32_t i = 0; i < ntenants; i++) {
+        const struct tenant *t = s->tenants[i];
+        const char *labels[1] = { t->id };
+        hodei_builder_scalar(b, labels, t->created, (double) counter_load(get(t)));
+    }
+}
+
+static const uint64_t *get_submitted(const struct tenant *t) { return &t->submitted; }
+static const uint64_t *get_scheduled(const struct tenant *t) { return &t->scheduled; }
+static const uint64_t *get_completed(const struct tenant *t) { return &t->completed; }
+
+static void per_event_type(struct hodei_builder *b, enum hodei_family_id f, double created,
+                           const uint64_t *values)
+{
+    hodei_builder_family(b, f);
+    for (int t = 0; t < HODEI_EV_COUNT; t++) {
+        const char *labels[1] = { hodei_event_type_names[t] };
+        hodei_builder_scalar(b, labels, created, (double) values[t]);
+    }
+}
+
+/* Worker gauges: one series per registered worker. */
+static void per_worker(struct hodei_builder *b, enum hodei_family_id f, const struct sched *s,
+                       size_t usage_offset)
+{
+    hodei_builder_family(b, f);
+    struct cds_lfht_iter it;
+    struct worker *w;
+    cds_lfht_for_each_entry(s->workers, &it, w, node) {
+        const char *labels[1] = { w->id };
+        const double *usage = (const double *) ((const char *) w + usage_offset);
+        hodei_builder_scalar(b, labels, w->registered_at, gauge_load(usage));
+    }
+}
+
+size_t metrics_build(const struct sched *s, const struct bus_counters *bus, const char *version,
+                     void *buf, size_t cap, double now)
+{
+    const struct sched_metrics *m = &s->m;
+    double start = s->start_time;
+    uint32_t ntenants = sched_tenant_count(s);
+    struct hodei_builder b;
+    hodei_builder_init(&b, buf, cap, now);
+    rcu_read_lock();
+
+    per_tenant(&b, HODEI_F_JOBS_SCHEDULED_TOTAL, s, ntenants, get_scheduled);
+    per_tenant(&b, HODEI_F_JOBS_COMPLETED_TOTAL, s, ntenants, get_completed);
+    hodei_builder_family(&b, HODEI_F_JOBS_FAILED_TOTAL);
+    for (uint32_t i = 0; i < ntenants; i++) {
+        const struct tenant *t = s->tenants[i];
+        for (int e = 0; e < HODEI_ERR_COUNT; e++) {
+            const char *labels[2] = { t->id, hodei_error_type_names[e] };
+            hodei_builder_scalar(&b, labels, t->created, (double) counter_load(&t->failed[e]));
+        }
+    }
+    uint64_t queued = counter_load(&m->jobs_queued), assigned = counter_load(&m->jobs_assigned);
+    scalar(&b, HODEI_F_JOBS_QUEUED, start, (double) queued);
+    scalar(&b, HODEI_F_WORKERS_REGISTERED_TOTAL, start,
+           (double) counter_load(&m->workers_registered));
+    scalar(&b, HODEI_F_WORKERS_HEALTHY, start, (double) counter_load(&m->workers_healthy));
+    scalar(&b, HODEI_F_WORKERS_TOTAL, start, (double) counter_load(&m->workers_total));
+    histogram(&b, HODEI_F_SCHEDULING_LATENCY_SECONDS, start, &m->scheduling_latency);
+    hodei_builder_family(&b, HODEI_F_SCHEDULING_DECISIONS_TOTAL);
+    for (int d = 0; d < HODEI_DECISION_COUNT; d++) {
+        const char *labels[1] = { hodei_decision_names[d] };
+        hodei_builder_scalar(&b, labels, start, (double) counter_load(&m->decisions[d]));
+    }
+    per_worker(&b, HODEI_F_CPU_USAGE_PERCENT, s, offsetof(struct worker, cpu_usage_percent));
+    per_worker(&b, HODEI_F_MEMORY_USAGE_MB, s, offsetof(struct worker, memory_usage_mb));
+    scalar(&b, HODEI_F_QUEUE_SIZE, start, (double) (queued + assigned));
+    histogram(&b, HODEI_F_QUEUE_WAIT_TIME_SECONDS, start, &m->queue_wait);
+    per_event_type(&b, HODEI_F_EVENTS_PUBLISHED_TOTAL, start, bus->published);
+    per_event_type(&b, HODEI_F_EVENTS_RECEIVED_TOTAL, start, bus->received);
+    scalar(&b, HODEI_F_EVENT_BUS_SUBSCRIBERS, start, (double) bus->subscribers);
+    hodei_builder_family(&b, HODEI_F_BUILD_INFO);
+    const char *version_label[1] = { version };
+    hodei_builder_scalar(&b, version_label, start, 1);
+    per_tenant(&b, HODEI_F_JOBS_SUBMITTED_TOTAL, s, ntenants, get_submitted);
+    histogram(&b, HODEI_F_JOB_DURATION_SECONDS, start, &m->job_duration);
+    scalar(&b, HODEI_F_JOBS_RUNNING, start, (double) counter_load(&m->jobs_running));
+    per_event_type(&b, HODEI_F_EVENTS_DROPPED_TOTAL, start, bus->dropped);
+    hodei_builder_family(&b, HODEI_F_METRICS_LABEL_OVERFLOW_TOTAL);
+    for (int f = 0; f < HODEI_F_COUNT; f++) {
+        uint64_t n = counter_load(&m->label_overflow[f]);
+        if (n) {
+            const char *labels[1] = { hodei_families[f].name };
+            hodei_builder_scalar(&b, labels, start, (double) n);
+        }
+    }
+    rcu_read_unlock();
+    return hodei_builder_finish(&b);
+}
+
+static uint64_t bus_total(const struct bus_counters *c)
+{
+    uint64_t n = c->subscribers;
+    for (int t = 0; t < HODEI_EV_COUNT; t++)
+        n += c->published[t] + c->received[t] + c->dropped[t];
+    return n;
+}
+
+static void publish(struct metrics_publisher *p, int force)
+{
+    struct bus_counters bc;
+    unsigned long events = bus_drain(p->sub);
+    bus_counters_read(p->bus, &bc);
+    uint64_t changes = counter_load(&p->sched->changes) + bus_total(&bc);
+    if (!force && events == 0 && changes == p->last_changes) {
+        hodei_seg_heartbeat(&p->seg);
+        p->heartbeats++;
+        return;
+    }
+    size_t len = metrics_build(p->sched, &bc, p->version, p->buf, p->cap, hodei_now());
+    if (len == 0 || hodei_seg_publish(&p->seg, p->buf, len) < 0) {
+        log_error("metrics snapshot does not fit the segment (%zu bytes)", p->cap);
+        hodei_seg_heartbeat(&p->seg);
+        return;
+    }
+    p->last_changes = changes;
+    p->publishes++;
+}
+
+static void *publisher_main(void *arg)
+{
+    struct metrics_publisher *p = arg;
+    struct timespec next;
+    clock_gettime(CLOCK_MONOTONIC, &next);
+    pthread_mutex_lock(&p->lock);
+    while (!p->stop) {
+        long ns = next.tv_nsec + (long) p->interval_ms * 1000000;
+        next.tv_sec += ns / 1000000000;
+        next.tv_nsec = ns % 1000000000;
+        while (!p->stop && pthread_cond_timedwait(&p->cond, &p->lock, &next) == 0)
+            ;
+        if (p->stop)
+            break;
+        pthread_mutex_unlock(&p->lock);
+        publish(p, 0);
+        pthread_mutex_lock(&p->lock);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+int metrics_start(struct metrics_publisher *p, const char *path, const struct sched *s,
+                  struct bus *bus, const char *version, unsigned interval_ms,
+                  uint32_t max_tenants, uint32_t max_workers)
+{
+    memset(p, 0, sizeof *p);
+    uint32_t caps[HODEI_F_COUNT];
+    metrics_caps(caps, max_tenants, max_workers);
+    p->cap = hodei_payload_bound(caps);
+    p->buf = aligned_alloc(64, (p->cap + 63) & ~(size_t) 63);
+    char err[256];
+    if (!p->buf || hodei_seg_create(&p->seg, path, 4, p->cap, err, sizeof err) < 0) {
+        log_error("cannot create the metrics segment %s: %s", path, p->buf ? err : "no memory");
+        free(p->buf);
+        return -1;
+    }
+    p->sched = s;
+    p->bus = bus;
+    p->version = version;
+    p->interval_ms = interval_ms;
+    p->sub = bus_subscribe(bus, AGGREGATOR_QUEUE, 0);
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    publish(p, 1);   /* every family present from the start */
+    if (pthread_create(&p->thread, NULL, publisher_main, p) != 0) {
+        log_error("cannot start the metrics thread");
+        return -1;
+    }
+    log_info("metrics segment %s: %zu bytes per snapshot at most, published every %u ms", path,
+             p->cap, interval_ms);
+    return 0;
+}
+
+void metrics_stop(struct metrics_publisher *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->stop = 1;
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    pthread_join(p->thread, NULL);
+    publish(p, 1);
+    bus_unsubscribe(p->bus, p->sub);
+    hodei_seg_close(&p->seg);
+    free(p->buf);
+    pthread_cond_destroy(&p->cond);
+    pthread_mutex_destroy(&p->lock);
+}

@@ -1,0 +1,50 @@
+/*
+ * metrics.h — the aggregator: a bus subscriber that turns the scheduler's counters into a
+ * snapshot of every daemon-side family and publishes it to the segment each interval (a
+ * heartbeat only when nothing changed).  The snapshot is built privately under
+ * rcu_read_lock(), reading counters with relaxed atomic loads.
+ */
+#ifndef HODEI_CORE_METRICS_H
+#define HODEI_CORE_METRICS_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bus.h"
+#include "hodei_segment.h"
+#include "scheduler.h"
+
+/* Series caps of the daemon's families for the configured tenant and worker caps. */
+void metrics_caps(uint32_t caps[HODEI_F_COUNT], uint32_t max_tenants, uint32_t max_workers);
+
+/* Builds the snapshot into buf (8-aligned, cap bytes); returns its length, 0 if it did not
+ * fit. */
+size_t metrics_build(const struct sched *s, const struct bus_counters *bus, const char *version,
+                     void *buf, size_t cap, double now);
+
+struct metrics_publisher {
+    struct hodei_seg_writer seg;
+    const struct sched *sched;
+    struct bus *bus;
+    struct bus_sub *sub;
+    const char *version;
+    void *buf;
+    size_t cap;
+    unsigned interval_ms;
+    uint64_t last_changes;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int stop;
+    uint64_t publishes, heartbeats;
+};
+
+/* Creates the segment at path and starts publishing. */
+int  metrics_start(struct metrics_publisher *p, const char *path, const struct sched *s,
+                   struct bus *bus, const char *version, unsigned interval_ms,
+                   uint32_t max_tenants, uint32_t max_workers);
+/* Stops the thread and publishes a last snapshot; the segment stays, consistent. */
+void metrics_stop(struct metrics_publisher *p);
+
+#endif

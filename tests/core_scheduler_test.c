@@ -1,0 +1,565 @@
+/* core_scheduler_test.c — placement, job lifecycle, health, caps and overflow of the
+ * scheduler (core/scheduler.c) and its capacity index, without HTTP. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "capindex.h"
+#include "scheduler.h"
+
+/* ---- fixture -------------------------------------------------------------------------- */
+
+struct recorder {
+    int count[HODEI_EV_COUNT];
+    enum hodei_event_type last;
+};
+
+static void record(void *ctx, enum hodei_event_type type, const struct job *j,
+                   const struct worker *w)
+{
+    struct recorder *r = ctx;
+    r->count[type]++;
+    r->last = type;
+}
+
+struct fixture {
+    struct sched s;
+    struct recorder ev;
+};
+
+static const struct sched_config default_cfg = {
+    .max_tenants = 100, .max_workers = 100, .max_jobs = 1000, .job_retention = 100,
+    .heartbeat_timeout = 10, .worker_timeout = 30 };
+
+static int setup_with(void **state, const struct sched_config *cfg)
+{
+    struct fixture *f = calloc(1, sizeof *f);
+    rcu_register_thread();
+    assert_int_equal(sched_init(&f->s, cfg, 1000.0, 1.7e9, record, &f->ev), 0);
+    *state = f;
+    return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_with(state, &default_cfg);
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    sched_destroy(&f->s);
+    free(f);
+    return 0;
+}
+
+static struct worker *add_worker(struct sched *s, const char *id, uint32_t cpu, uint32_t mem,
+                                 double now)
+{
+    struct worker_spec spec = { .cpu_m = cpu, .memory_mb = mem };
+    snprintf(spec.id, sizeof spec.id, "%s", id);
+    struct worker *w = NULL;
+    assert_int_equal(sched_register(s, &spec, now, &w), SCHED_OK);
+    return w;
+}
+
+static struct job *submit(struct sched *s, const char *tenant, uint32_t cpu, uint32_t mem,
+                          int priority, double now)
+{
+    struct job_spec spec = { .cpu_m = cpu, .memory_mb = mem, .priority = priority,
+                             .command = "true" };
+    snprintf(spec.tenant_id, sizeof spec.tenant_id, "%s", tenant);
+    struct job *j = NULL;
+    assert_int_equal(sched_submit(s, &spec, now, &j), SCHED_OK);
+    return j;
+}
+
+static const char *worker_of(const struct job *j)
+{
+    return j->st.worker_id;
+}
+
+/* ---- capacity index --------------------------------------------------------------------- */
+
+struct item {
+    struct cap_node node;
+    uint32_t mem, cpu;
+    int present;
+};
+
+static void test_capindex_matches_brute_force(void **state)
+{
+    enum { N = 500 };
+    static struct item items[N];
+    struct cap_index ix;
+    cap_index_init(&ix, 42);
+    srand(7);
+    for (int i = 0; i < N; i++) {
+        items[i].mem = (uint32_t) (rand() % 64) * 64;
+        items[i].cpu = (uint32_t) (rand() % 32) * 250;
+        items[i].present = 1;
+        cap_index_insert(&ix, &items[i].node, items[i].mem, items[i].cpu, (uint64_t) i);
+    }
+    for (int round = 0; round < 4000; round++) {
+        if (round % 3 == 0) {   /* move one item: what placement does */
+            int i = rand() % N;
+            if (items[i].present)
+                cap_index_remove(&ix, &items[i].node);
+            items[i].mem = (uint32_t) (rand() % 64) * 64;
+            items[i].cpu = (uint32_t) (rand() % 32) * 250;
+            items[i].present = rand() % 5 != 0;
+            if (items[i].present)
+                cap_index_insert(&ix, &items[i].node, items[i].mem, items[i].cpu, (uint64_t) i);
+        }
+        uint32_t mem = (uint32_t) (rand() % 4200), cpu = (uint32_t) (rand() % 8200);
+        int best = -1;
+        for (int i = 0; i < N; i++) {
+            if (!items[i].present || items[i].mem < mem || items[i].cpu < cpu)
+                continue;
+            if (best < 0 || items[i].mem < items[best].mem
+                || (items[i].mem == items[best].mem && (items[i].cpu < items[best].cpu
+                    || (items[i].cpu == items[best].cpu && i < best))))
+                best = i;
+        }
+        struct cap_node *got = cap_index_best_fit(&ix, mem, cpu);
+        if (best < 0)
+            assert_null(got);
+        else
+            assert_ptr_equal(got, &items[best].node);
+    }
+}
+
+/* ---- placement ------------------------------------------------------------------------ */
+
+static void test_fit_and_best_fit(void **state)
+{
+    struct fixture *f = *state;
+    struct sched *s = &f->s;
+    add_worker(s, "big", 8000, 16384, 1000);
+    add_worker(s, "small", 2000, 2048, 1000);
+    add_worker(s, "medium", 4000, 4096, 1000);
+    struct job *a = submit(s, "t", 1000, 1024, 0, 1000);    /* fits all: least memory wins */
+    struct job *b = submit(s, "t", 3000, 3000, 0, 1000);    /* medium */
+    struct job *c = submit(s, "t", 6000, 1024, 0, 1000);    /* only big has the cpu */
+    assert_int_equal(sched_round(s, 1000), 3);
+    assert_string_equal(worker_of(a), "small");
+    assert_string_equal(worker_of(b), "medium");
+    assert_string_equal(worker_of(c), "big");
+    assert_int_equal(s->m.decisions[HODEI_DECISION_ASSIGNED], 3);
+    struct worker *small = sched_worker(s, "small");
+    assert_int_equal(small->free_cpu_m, 1000);
+    assert_int_equal(small->free_memory_mb, 1024);
+    assert_int_equal(s->m.jobs_assigned, 3);
+    assert_int_equal(s->m.jobs_queued, 0);
+    assert_int_equal(s->m.queue_wait.counts[0], 3);
+    assert_int_equal(f->ev.count[HODEI_EV_JOB_ASSIGNED], 3);
+}
+
+static void test_priority_then_fifo(void **state)
+{
+    struct fixture *f = *state;
+    struct sched *s = &f->s;
+    struct job *low = submit(s, "t", 1000, 100, -5, 1000);
+    struct job *first = submit(s, "t", 1000, 100, 10, 1000);
+    struct job *second = submit(s, "t", 1000, 100, 10, 1000);
+    struct job *mid = submit(s, "t", 1000, 100, 0, 1000);
+    assert_int_equal(sched_round(s, 1000), 0);   /* no worker: no decision */
+    add_worker(s, "w", 1000, 1000, 1000);
+    /* one slot at a time: each success frees it for the next in line */
+    struct job *order[] = { first, second, mid, low };
+    for (int i = 0; i < 4; i++) {
+        sched_round(s, 1000);
+        assert_int_equal(order[i]->st.state, JOB_ASSIGNED);
+        for (int k = i + 1; k < 4; k++)
+            assert_int_equal(order[k]->st.state, JOB_QUEUED);
+        assert_int_equal(sched_start(s, order[i]->id, "w", 1001, NULL), SCHED_OK);
+        assert_int_equal(sched_succeed(s, order[i]->id, "w", 0, 1002, NULL), SCHED_OK);
+    }
+}
+
+static void test_fair_share_across_tenants(void **state)
+{
+    struct fixture *f = *state;
+    struct sched *s = &f->s;
+    add_worker(s, "w", 4000, 4000, 1000);
+    /* tenant a floods the queue first, b and c come later */
+    struct job *a[4], *b[2], *c[1];
+    for (int i = 0; i < 4; i++)
+        a[i] = submit(s, "a", 1000, 100, 0, 1000);
+    for (int i = 0; i < 2; i++)
+        b[i] = submit(s, "b", 1000, 100, 0, 1000);
+    c[0] = submit(s, "c", 1000, 100, 0, 1000);
+    assert_int_equal(sched_round(s, 1000), 5);   /* 4 placed, then no capacity */
+    /* a0 (oldest, all idle), then b0 and c0 (0 active) before a1; then a1 (a:1, b:1 → a's
+     * head is older) */
+    assert_int_equal(a[0]->st.state, JOB_ASSIGNED);
+    assert_int_equal(b[0]->st.state, JOB_ASSIGNED);
+    assert_int_equal(c[0]->st.state, JOB_ASSIGNED);
+    assert_int_equal(a[1]->st.state, JOB_ASSIGNED);
+    assert_int_equal(b[1]->st.state, JOB_QUEUED);
+    assert_int_equal(a[2]->st.state, JOB_QUEUED);
+    assert_int_equal(s->m.decisions[HODEI_DECISION_NO_CAPACITY], 1);
+    /* c's job ends: b (1 active) goes before a (2 active) although a's head is older */
+    assert_int_equal(sched_cancel(s, c[0]->id, 1001, NULL), SCHED_OK);
+    sched_round(s, 1001);
+    assert_int_equal(b[1]->st.state, JOB_ASSIGNED);
+    assert_int_equal(a[2]->st.state, JOB_QUEUED);
+}
+
+static void test_never_fits_is_rejected(void **state)
+{
+    struct fixture *f = *state;
+    struct sched *s = &f->s;
+    add_worker(s, "w1", 2000, 2048, 1000);
+    add_worker(s, "w2", 4000, 1024, 1000);
+    /* more cpu than any worker; then enough cpu somewhere and memory elsewhere, never both */
+    struct job *huge = submit(s, "t", 5000, 100, 0, 1000);
+    struct job *split = submit(s, "t", 3000, 2000, 0, 1000);
+    struct job *ok = submit(s, "t", 100, 100, 0, 1000);
+    assert_int_equal(sched_round(s, 1000), 3);
+    assert_int_equal(huge->st.state, JOB_FAILED);
+    assert_int_equal(huge->st.error_type, HODEI_ERR_OTHER);
+    assert_int_equal(split->st.state, JOB_FAILED);
+    assert_int_equal(ok->st.state, JOB_ASSIGNED);
+    assert_int_equal(s->m.decisions[HODEI_DECISION_REJECTED], 2);
+    assert_int_equal(f->ev.count[HODEI_EV_JOB_REJECTED], 2);
+    /* still visible, counted as a failure of the tenant */
+    assert_ptr_equal(sched_job(s, huge->id), huge);
+    assert_int_equal(s->tenants[0]->failed[HODEI_ERR_OTHER], 2);
+    assert_int_equal(s->m.jobs_queued, 0);
+}
+
+static void test_no_capacity_counted_once_per_capacity_change(void **state)
+{
+    struct fixture *f = *state;
+    struct sched *s = &f->s;
+    add_worker(s, "w", 1000, 1000, 1000);
+    struct job *a = submit(s, "t", 800, 100, 0, 1000);
+    struct job *b = submit(s, "t", 800, 100, 0, 1000);
+    assert_int_equal(sched_round(s, 1000), 2);     /* a assigned, b no_capacity */
+    assert_int_equal(s->m.decisions[HODEI_DECISION_NO_CAPACITY], 1);
+    /* nothing changed: no new decision however often the scheduler looks */
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(sched_round(s, 1000 + i), 0);
+    /* a job behind the blocked head does not change the head (strict order) */
+    struct job *c = submit(s, "t", 100, 100, 0, 1001);
+    assert_int_equal(sched_round(s, 1001), 0);
+    assert_int_equal(c->st.state, JOB_QUEUED);
+    /* a higher-priority job becomes the head: one decision for it; b, head again, is not
+     * decided again since capacity only shrank */
+    struct job *urgent = submit(s, "t", 100, 100, 5, 1001);
+    assert_int_equal(sched_round(s, 1001), 1);
+    assert_int_equal(urgent->st.state, JOB_ASSIGNED);
+    assert_int_equal(s->m.decisions[HODEI_DECISION_NO_CAPACITY], 1);
+    /* capacity frees: b and then c go */
+    assert_int_equal(sched_start(s, a->id, "w", 1002, NULL), SCHED_OK);
+    assert_int_equal(sched_succeed(s, a->id, "w", 0, 1003, NULL), SCHED_OK);
+    assert_int_equal(sched_round(s, 1003), 2);
+    assert_int_equal(b->st.state, JOB_ASSIGNED);
+    assert_int_equal(c->st.state, JOB_ASSIGNED);
+    assert_int_equal(s->m.decisions[HODEI_DECISION_ASSIGNED], 4);
+    assert_int_equal(s->m.decisions[HODEI_DECISION_NO_CAPACITY], 1);
+    /* every decision is timed */
+    uint64_t timed = 0;
+    for (unsigned i = 0; i <= s->m.scheduling_latency.nbuckets; i++)
+        timed += s->m.scheduling_latency.counts[i];
+    assert_int_equal(timed, 5);
+}
+
+/* ---- lifecycle -------------------------------------------------------------------------- */
+
+enum action { A_CANCEL, A_START, A_SUCCEED, A_FAIL, A_COUNT };
+
+static enum sched_rc act(struct sched *s, enum action a, struct job *j, const char *worker,
+                         double now)
+{
+    switch (a) {
+    case A_CANCEL:  return sched_cancel(s, j->id, now, NULL);
+    case A_START:   return sched_start(s, j->id, worker, now, NULL);
+    case A_SUCCEED: return sched_succeed(s, j->id, worker, 0, now, NULL);
+    default:        return sched_fail(s, j->id, worker, HODEI_ERR_EXIT_CODE, 1, 3, now, NULL);
+    }
+}
+
+/* Brings a fresh job to state st on worker "w" (which has room for one job at a time). */
+static struct job *job_in_state(struct sched *s, enum job_state st, double now)
+{
+    struct job *j = submit(s, "t", 1000, 100, 0, now);
+    if (st == JOB_QUEUED)
+        return j;   /* the caller has not run a round */
+    sched_round(s, now);
+    assert_int_equal(j->st.state, JOB_ASSIGNED);
+    if (st == JOB_ASSIGNED)
+        return j;
+    assert_int_equal(sched_start(s, j->id, "w", now, NULL), SCHED_OK);
+    if (st == JOB_RUNNING)
+        return j;
+    if (st == JOB_SUCCEEDED)
+        assert_int_equal(sched_succeed(s, j->id, "w", 0, now, NULL), SCHED_OK);
+    else if (st == JOB_FAILED)
+        assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_EXIT_CODE, 1, 1, now, NULL),
+                         SCHED_OK);
+    else
+        assert_int_equal(sched_cancel(s, j->id, now, NULL), SCHED_OK);
+    return j;
+}
+
+static void test_every_transition(void **state)
+{
+    /* expected outcome of each action in each state: the state it leads to, or -1 (409) */
+    static const int expect[JOB_STATE_COUNT][A_COUNT] = {
+        /*              cancel          start        succeed         fail */
+        [JOB_QUEUED]    = { JOB_CANCELLED, -1,          -1,             -1 },
+        [JOB_ASSIGNED]  = { JOB_CANCELLED, JOB_RUNNING, -1,             JOB_FAILED },
+        [JOB_RUNNING]   = { JOB_CANCELLED, -1,          JOB_SUCCEEDED,  JOB_FAILED },
+        [JOB_SUCCEEDED] = { -1,            -1,          -1,             -1 },
+        [JOB_FAILED]    = { -1,            -1,          -1,             -1 },
+        [JOB_CANCELLED] = { -1,            -1,          -1,             -1 },
+    };
+    for (int st = 0; st < JOB_STATE_COUNT; st++)
+        for (int a = 0; a < A_COUNT; a++) {
+            struct sched s;
+            struct recorder ev = { 0 };
+            assert_int_equal(sched_init(&s, &default_cfg, 1000, 1.7e9, record, &ev), 0);
+            add_worker(&s, "w", 1000, 1000, 1000);
+            add_worker(&s, "other", 10, 10, 1000);
+            struct job *j = job_in_state(&s, (enum job_state) st, 1000);
+            struct job_status before = j->st;
+            uint64_t changes = s.changes;
+            enum sched_rc rc = act(&s, (enum action) a, j, "w", 1001);
+            if (expect[st][a] < 0) {
+                assert_int_equal(rc, SCHED_CONFLICT);
+                assert_memory_equal(&before, &j->st, sizeof before);
+                assert_int_equal(changes, s.changes);
+            } else {
+                assert_int_equal(rc, SCHED_OK);
+                assert_int_equal(j->st.state, expect[st][a]);
+            }
+            /* worker-side actions from a worker that does not hold the job: always 409 */
+            if (a != A_CANCEL && j->st.state != JOB_QUEUED) {
+                struct job_status now_st = j->st;
+                assert_int_equal(act(&s, (enum action) a, j, "other", 1002), SCHED_CONFLICT);
+                assert_memory_equal(&now_st, &j->st, sizeof now_st);
+            }
+            sched_destroy(&s);
+        }
+}
+
+static void test_unknown_ids(void **state)
+{
+    struct fixture *f = *state;
+    struct sched *s = &f->s;
+    assert_int_equal(sched_cancel(s, 99, 1000, NULL), SCHED_NOT_FOUND);
+    assert_int_equal(sched_start(s, 99, "w", 1000, NULL), SCHED_NOT_FOUND);
+    assert_int_equal(sched_heartbeat(s, "nobody", 1, 1, 1000, NULL), SCHED_NOT_FOUND);
+    add_worker(s, "w", 100, 100, 1000);
+    struct worker_spec dup = { .id = "w", .cpu_m = 1, .memory_mb = 1 };
+    assert_int_equal(sched_register(s, &dup, 1000, NULL), SCHED_CONFLICT);
+    assert_int_equal(s->m.workers_registered, 1);
+}
+
+static void test_retries_and_failure_counts(void **state)
+{
+    struct fixture *f = *state;
+    struct sched *s = &f->s;
+    add_worker(s, "w", 1000, 1000, 1000);
+    struct job_spec spec = { .tenant_id = "t", .cpu_m = 100, .memory_mb = 10, .command = "x",
+                             .max_retries = 1 };
+    struct job *j;
+    assert_int_equal(sched_submit(s, &spec, 1000, &j), SCHED_OK);
+    sched_round(s, 1000);
+    sched_start(s, j->id, "w", 1000, NULL);
+    assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_EXIT_CODE, 1, 2, 1001, NULL), SCHED_OK);
+    assert_int_equal(j->st.state, JOB_QUEUED);             /* attempt 1 of 2 */
+    assert_int_equal(s->m.decisions[HODEI_DECISION_REQUEUED], 1);
+    assert_int_equal(s->tenants[0]->failed[HODEI_ERR_EXIT_CODE], 0);
+    sched_round(s, 1001);
+    assert_int_equal(j->st.attempts, 2);
+    sched_start(s, j->id, "w", 1001, NULL);
+    assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_EXIT_CODE, 1, 2, 1002, NULL), SCHED_OK);
+    assert_int_equal(j->st.state, JOB_FAILED);
+    assert_int_equal(j->st.exit_code, 2);
+    assert_int_equal(s->tenants[0]->failed[HODEI_ERR_EXIT_CODE], 1);
+    assert_int_equal(s->tenants[0]->scheduled, 2);
+    assert_int_equal(f->ev.count[HODEI_EV_JOB_REQUEUED], 1);
+    assert_int_equal(f->ev.count[HODEI_EV_JOB_FAILED], 1);
+    /* both runs were observed, and resources are back */
+    assert_int_equal(s->m.job_duration.counts[1] + s->m.job_duration.counts[2], 2);
+    assert_int_equal(sched_worker(s, "w")->free_cpu_m, 1000);
+}
+
+/* ---- health and timeouts ---------------------------------------------------------------- */
+
+static void test_worker_health_and_removal(void **state)
+{
+    struct fixture *f = *state;
+    struct sched *s = &f->s;
+    add_worker(s, "w1", 1000, 1000, 1000);
+    add_worker(s, "w2", 1000, 1000, 1000);
+    struct job_spec retry = { .tenant_id = "t", .cpu_m = 1000, .memory_mb = 10, .command = "x",
+                              .max_retries = 1 };
+    struct job *a, *b;
+    assert_int_equal(sched_submit(s, &retry, 1000, &a), SCHED_OK);
+    b = submit(s, "t", 1000, 10, 0, 1000);    /* no retries */
+    sched_round(s, 1000);
+    assert_string_equal(worker_of(a), "w1");
+    assert_string_equal(worker_of(b), "w2");
+    sched_start(s, b->id, "w2", 1000, NULL);
+    /* w1 keeps beating, w2 goes silent: unhealthy at 10 s, removed at 30 s */
+    sched_heartbeat(s, "w1", 5, 100, 1009, NULL);
+    sched_tick(s, 1010);
+    assert_int_equal(s->m.workers_healthy, 1);
+    assert_int_equal(f->ev.count[HODEI_EV_WORKER_UNHEALTHY], 1);
+    assert_int_equal(sched_worker(s, "w2")->healthy, 0);
+    /* a heartbeat brings it back */
+    sched_heartbeat(s, "w2", 1, 1, 1011, NULL);
+    assert_int_equal(s->m.workers_healthy, 2);
+    assert_int_equal(f->ev.count[HODEI_EV_WORKER_RECOVERED], 1);
+    /* both silent until removal: a is requeued, b fails with worker_lost */
+    sched_heartbeat(s, "w1", 5, 100, 1011, NULL);
+    sched_tick(s, 1041);
+    assert_null(sched_worker(s, "w1"));
+    assert_null(sched_worker(s, "w2"));
+    assert_int_equal(s->m.workers_total, 0);
+    assert_int_equal(s->m.workers_healthy, 0);
+    assert_int_equal(a->st.state, JOB_QUEUED);
+    assert_int_equal(b->st.state, JOB_FAILED);
+    assert_int_equal(b->st.error_type, HODEI_ERR_WORKER_LOST);
+    assert_int_equal(s->m.decisions[HODEI_DECISION_REQUEUED], 1);
+    assert_int_equal(s->tenants[0]->failed[HODEI_ERR_WORKER_LOST], 1);
+    assert_int_equal(f->ev.count[HODEI_EV_WORKER_REMOVED], 2);
+    assert_int_equal(s->m.jobs_running, 0);
+    assert_int_equal(s->m.jobs_assigned, 0);
+    /* the requeued job waits for a worker, then runs again */
+    add_worker(s, "w3", 1000, 1000, 1042);
+    sched_round(s, 1042);
+    assert_string_equal(worker_of(a), "w3");
+    assert_int_equal(a->st.attempts, 2);
+}
+
+static void test_job_timeout(void **state)
+{
+    struct fixture *f = *state;
+    struct sched *s = &f->s;
+    add_worker(s, "w", 1000, 1000, 1000);
+    struct job_spec spec = { .tenant_id = "t", .cpu_m = 100, .memory_mb = 10, .command = "x",
+                             .timeout_s = 5 };
+    struct job *j;
+    assert_int_equal(sched_submit(s, &spec, 1000, &j), SCHED_OK);
+    sched_round(s, 1000);
+    sched_start(s, j->id, "w", 1001, NULL);
+    assert_true(sched_next_deadline(s, 1002, 60) <= 4.0);
+    sched_heartbeat(s, "w", 1, 1, 1005, NULL);
+    sched_tick(s, 1005.9);
+    assert_int_equal(j->st.state, JOB_RUNNING);
+    sched_tick(s, 1006);
+    assert_int_equal(j->st.state, JOB_FAILED);
+    assert_int_equal(j->st.error_type, HODEI_ERR_TIMEOUT);
+    assert_int_equal(s->tenants[0]->failed[HODEI_ERR_TIMEOUT], 1);
+    /* the agent's own report comes too late */
+    assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_TIMEOUT, 0, 0, 1006, NULL),
+                     SCHED_CONFLICT);
+}
+
+/* ---- caps and overflow ------------------------------------------------------------------ */
+
+static void test_tenant_overflow(void **state)
+{
+    struct sched_config cfg = default_cfg;
+    cfg.max_tenants = 3;
+    setup_with(state, &cfg);
+    struct fixture *f = *state;
+    struct sched *s = &f->s;
+    for (int i = 0; i < 10; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "tenant-%d", i);
+        struct job *j = submit(s, id, 1, 1, 0, 1000);
+        assert_string_equal(j->tenant_id, id);    /* the job keeps its own tenant */
+    }
+    submit(s, "tenant-1", 1, 1, 0, 1000);           /* a known tenant keeps its series */
+    assert_int_equal(sched_tenant_count(s), 4);      /* 3 named + __overflow__ */
+    assert_string_equal(s->tenants[3]->id, HODEI_OVERFLOW_LABEL);
+    assert_int_equal(s->tenants[1]->submitted, 2);
+    assert_int_equal(s->tenants[3]->submitted, 7);
+    assert_int_equal(s->m.label_overflow[HODEI_F_JOBS_SUBMITTED_TOTAL], 7);
+    add_worker(s, "w", 1000, 1000, 1000);
+    sched_round(s, 1000);
+    assert_int_equal(s->m.label_overflow[HODEI_F_JOBS_SCHEDULED_TOTAL], 7);
+    assert_int_equal(s->tenants[3]->scheduled, 7);
+    teardown(state);
+}
+
+static void test_worker_cap_and_queue_limit(void **state)
+{
+    struct sched_config cfg = default_cfg;
+    cfg.max_workers = 2;
+    cfg.max_jobs = 3;
+    setup_with(state, &cfg);
+    struct fixture *f = *state;
+    struct sched *s = &f->s;
+    add_worker(s, "a", 1, 1, 1000);
+    add_worker(s, "b", 1, 1, 1000);
+    struct worker_spec spec = { .id = "c", .cpu_m = 1, .memory_mb = 1 };
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(sched_register(s, &spec, 1000, NULL), SCHED_FULL);
+    assert_null(sched_worker(s, "c"));
+    assert_int_equal(s->m.workers_total, 2);
+    assert_int_equal(s->m.workers_registered, 2);
+    assert_int_equal(s->m.label_overflow[HODEI_F_CPU_USAGE_PERCENT], 5);
+    assert_int_equal(s->m.label_overflow[HODEI_F_MEMORY_USAGE_MB], 5);
+    for (int i = 0; i < 3; i++)
+        submit(s, "t", 1, 1, 0, 1000);
+    struct job_spec js = { .tenant_id = "t2", .cpu_m = 1, .memory_mb = 1, .command = "x" };
+    assert_int_equal(sched_submit(s, &js, 1000, NULL), SCHED_FULL);
+    assert_int_equal(sched_tenant_count(s), 1);       /* the refused job made no tenant */
+    assert_int_equal(s->next_job_id, 4);
+    teardown(state);
+}
+
+static void test_retention_is_bounded(void **state)
+{
+    struct sched_config cfg = default_cfg;
+    cfg.job_retention = 5;
+    setup_with(state, &cfg);
+    struct fixture *f = *state;
+    struct sched *s = &f->s;
+    uint64_t first = 0;
+    for (int i = 0; i < 20; i++) {
+        struct job *j = submit(s, "t", 1, 1, 0, 1000);
+        if (!first)
+            first = j->id;
+        assert_int_equal(sched_cancel(s, j->id, 1000, NULL), SCHED_OK);
+    }
+    assert_int_equal(s->nfinished, 5);
+    assert_null(sched_job(s, first));
+    assert_non_null(sched_job(s, first + 19));
+    assert_int_equal(s->tenants[0]->failed[HODEI_ERR_CANCELLED], 20);
+    teardown(state);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_capindex_matches_brute_force),
+        cmocka_unit_test_setup_teardown(test_fit_and_best_fit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_priority_then_fifo, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fair_share_across_tenants, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_never_fits_is_rejected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_capacity_counted_once_per_capacity_change, setup,
+                                        teardown),
+        cmocka_unit_test(test_every_transition),
+        cmocka_unit_test_setup_teardown(test_unknown_ids, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retries_and_failure_counts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_worker_health_and_removal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_timeout, setup, teardown),
+        cmocka_unit_test(test_tenant_overflow),
+        cmocka_unit_test(test_worker_cap_and_queue_limit),
+        cmocka_unit_test(test_retention_is_bounded),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
