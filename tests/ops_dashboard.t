@@ -1,0 +1,175 @@
+#!/usr/bin/perl
+# Runs `make demo DURATION=...` on the test ports, then proves the operations kit against the
+# live stack: every PromQL expression of conf/grafana/hodei.json is valid and returns data (a
+# sample that is not NaN); every rule of conf/hodei.rules.yml is loaded, evaluates without
+# error and its query is valid.
+# Then the demo must exit 0 by itself and leave no process of its own and no port behind; and
+# it must refuse to start on a port that is taken.
+#
+# Ports: HODEI_OPS_PORT_BASE (18300) for nginx, +1 the scheduler, +2 Prometheus.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use HodeiTest;
+use HTTP::Tiny;
+use IO::Socket::INET;
+use Test::More;
+use Time::HiRes qw(sleep time);
+
+my $base = $ENV{HODEI_OPS_PORT_BASE} || 18300;
+my ($nginx_port, $api_port, $prom_port) = ($base, $base + 1, $base + 2);
+my $duration = 30;
+my $run = "$TMP/run";
+my $out = "$TMP/demo.out";
+my $http = HTTP::Tiny->new(timeout => 5);
+
+# --- the expressions under test ---------------------------------------------------------------
+
+my $dashboard = from_json(slurp('conf/grafana/hodei.json') || die "conf/grafana/hodei.json: cannot read\n");
+my @panels = map { $_->{type} eq 'row' ? @{ $_->{panels} || [] } : $_ } @{ $dashboard->{panels} };
+my @dash_exprs;    # [panel title, expression as Grafana would send it]
+my @fixed_ranges;  # range selectors not written [$__rate_interval]
+for my $p (@panels) {
+    for my $t (@{ $p->{targets} || [] }) {
+        push @fixed_ranges, grep { $_ ne '[$__rate_interval]' } $t->{expr} =~ /(\[[^\]]*\])/g;
+        (my $e = $t->{expr}) =~ s/\$__rate_interval/1m/g;
+        push @dash_exprs, [$p->{title}, $e];
+    }
+}
+my @expected_rules = qw(
+    hodei:scheduling_latency_seconds:p50_5m hodei:scheduling_latency_seconds:p95_5m
+    hodei:scheduling_latency_seconds:p99_5m hodei:queue_wait_time_seconds:p50_5m
+    hodei:queue_wait_time_seconds:p95_5m hodei:queue_wait_time_seconds:p99_5m
+    hodei:http_request_duration_seconds:p50_5m hodei:http_request_duration_seconds:p95_5m
+    hodei:http_request_duration_seconds:p99_5m
+    HodeiSchedulerDown HodeiMetricsEndpointDown NoHealthyWorkers HighSchedulingLatency
+    QueueBacklog HodeiHighJobFailureRate HodeiMetricsLabelOverflow);
+
+# 2 dashboard sanity + 2 per dashboard expression + stack checks + 2 per rule + end checks
+my $plan = 2 + 2 * @dash_exprs + 2 + 1 + 2 * @expected_rules + 5;
+plan tests => $plan;
+
+ok(@dash_exprs >= 30 && !@fixed_ranges,
+   "dashboard has its panels' expressions (" . scalar(@dash_exprs) . '), every range is $__rate_interval')
+    or diag("fixed ranges: @fixed_ranges");
+my @vars = @{ $dashboard->{templating}{list} || [] };
+ok((grep { $_->{name} eq 'datasource' && $_->{type} eq 'datasource' } @vars)
+       && !grep({ ($_->{datasource}{uid} // '') ne '${datasource}' } @panels),
+   'every panel uses the $datasource variable');
+
+# --- the demo -------------------------------------------------------------------------------------
+
+sub port_free { !port_open($_[0]) }
+for my $p ($nginx_port, $api_port, $prom_port) {
+    port_free($p) or BAIL_OUT("port $p is taken; set HODEI_OPS_PORT_BASE");
+}
+
+my %env = (HODEI_DEMO_NGINX_PORT => $nginx_port, HODEI_DEMO_API_PORT => $api_port,
+           HODEI_DEMO_PROM_PORT => $prom_port, HODEI_DEMO_DIR => $run);
+my $demo = do {
+    local @ENV{ keys %env } = values %env;
+    delete local @ENV{qw(MAKEFLAGS MAKELEVEL MFLAGS)};    # a fresh make, as a user would type it
+    spawn($out, 'make', '--no-print-directory', 'demo', "DURATION=$duration");
+};
+my $demo_status;
+sub demo_running {
+    $demo_status //= wait_exit($demo, 0);
+    return !defined $demo_status;
+}
+sub demo_output { slurp($out) }
+
+my $started = time;
+sleep 0.5 while demo_running() && demo_output() !~ /^demo: ready/m && time - $started < $duration;
+ok(demo_output() =~ /^demo: ready/m, 'the demo warms up: Prometheus scrapes nginx and evaluates the rules')
+    or diag(demo_output());
+
+my $prom = "http://127.0.0.1:$prom_port";
+sub query {
+    my ($expr) = @_;
+    my $r = $http->post_form("$prom/api/v1/query", { query => $expr });
+    my $body = eval { from_json($r->{content}) } || { status => 'error', error => $r->{content} };
+    return $body;
+}
+
+my $targets = eval { from_json($http->get("$prom/api/v1/targets")->{content}) } || {};
+my @active = @{ $targets->{data}{activeTargets} || [] };
+ok(@active == 1 && $active[0]{health} eq 'up' && $active[0]{labels}{job} eq 'hodei-server'
+       && $active[0]{scrapeUrl} eq "http://127.0.0.1:$nginx_port/api/v1/metrics",
+   'Prometheus scrapes nginx /api/v1/metrics as job hodei-server')
+    or diag(to_json(\@active));
+
+# Every dashboard expression must be valid now and return data before the demo ends (some
+# need a job to have finished, failed or waited first).
+my (%valid, %data);
+while (1) {
+    for my $i (0 .. $#dash_exprs) {
+        next if $data{$i};
+        my $r = query($dash_exprs[$i][1]);
+        $valid{$i} = $r->{status} eq 'success' ? 1 : $r->{error} // 'error';
+        # data: at least one sample that is a number (a quantile of no observations is NaN)
+        $data{$i} = $r->{status} eq 'success' && grep { $_->{value}[1] ne 'NaN' } @{ $r->{data}{result} };
+    }
+    last if keys(%data) == grep({ $_ } values %data) && keys(%data) == @dash_exprs;
+    last if !demo_running() || time - $started > $duration - 3;
+    sleep 1;
+}
+for my $i (0 .. $#dash_exprs) {
+    my ($title, $e) = @{ $dash_exprs[$i] };
+    ok($valid{$i} && $valid{$i} eq '1', "dashboard '$title': valid: $e")
+        or diag($valid{$i});
+    ok($data{$i}, "dashboard '$title': returns data: $e");
+}
+
+my $rules = eval { from_json($http->get("$prom/api/v1/rules")->{content}) } || {};
+my %rule;
+for my $g (@{ $rules->{data}{groups} || [] }) {
+    $rule{ $_->{name} } = $_ for @{ $g->{rules} };
+}
+ok(keys(%rule) == @expected_rules, 'Prometheus loaded the ' . scalar(@expected_rules) . ' rules of conf/hodei.rules.yml')
+    or diag(join(' ', sort keys %rule));
+for my $name (@expected_rules) {
+    my $r = $rule{$name};
+    ok($r && $r->{health} eq 'ok', "rule $name evaluates without error")
+        or diag($r ? $r->{lastError} : 'not loaded');
+    my $q = $r ? query($r->{query}) : { status => 'missing' };
+    ok($q->{status} eq 'success', "rule $name: its query is valid")
+        or diag($q->{error});
+}
+
+# --- the end ------------------------------------------------------------------------------------
+
+my $deadline = time + $duration + 30;
+sleep 0.5 while demo_running() && time < $deadline;
+ok(defined $demo_status && $demo_status == 0, "make demo DURATION=$duration exits 0 by itself")
+    or diag(defined $demo_status ? "status $demo_status\n" . demo_output() : 'still running');
+ok(demo_output() =~ /p95 scheduling/ && demo_output() =~ /^\s+acme\s+\d+\s+\d+\s+\d+$/m,
+   'the demo prints live summaries with jobs per tenant')
+    or diag(demo_output());
+
+my @left;
+for my $proc (glob '/proc/[0-9]*') {
+    open my $fh, '<', "$proc/environ" or next;
+    local $/ = "\0";
+    while (my $e = <$fh>) {
+        chomp $e;
+        if ($e eq "HODEI_DEMO_RUN=$run") { push @left, $proc =~ s{/proc/}{}r; last }
+    }
+}
+ok(!@left, 'no process of the demo is left running')
+    or diag("left: @left");
+ok(port_free($nginx_port) && port_free($api_port) && port_free($prom_port), 'its ports are free again');
+
+# A taken port: the demo says so and exits non-zero before starting anything.
+my $blocker = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $prom_port, Listen => 1, ReuseAddr => 1)
+    or die "listen $prom_port: $!";
+my $refusal = do {
+    local @ENV{ keys %env } = values %env;
+    local $ENV{HODEI_DEMO_DIR} = "$TMP/refused";
+    `scripts/demo.sh --duration 5 2>&1`;
+};
+my $status = $?;
+close $blocker;
+ok($status != 0 && $refusal =~ /127\.0\.0\.1:$prom_port .*already in use/ && !-e "$TMP/refused",
+   'a taken port is reported and nothing is started')
+    or diag("status $status: $refusal");
