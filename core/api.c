@@ -8,6 +8,7 @@
 #include <microhttpd.h>
 #include <poll.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 #define BODY_MAX        (64 * 1024)
 #define SSE_KEEPALIVE_MS 15000
 #define SSE_SLICE_MS    500
+#define SSE_SNDBUF      (64 * 1024)     /* bytes the kernel holds for one event stream */
 #define SHUTDOWN_GRACE_MS 1000
 #define LONG_POLL_MAX_S 30
 
@@ -349,6 +351,10 @@ static enum MHD_Result events(struct api *api, struct MHD_Connection *conn)
     const union MHD_ConnectionInfo *info =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     s->fd = info ? info->connect_fd : -1;
+    /* A fixed send buffer: left to autotuning the kernel grows it to megabytes for a stalled
+     * client, holding stale events there before the subscriber's bounded queue ever drops. */
+    if (s->fd >= 0)
+        setsockopt(s->fd, SOL_SOCKET, SO_SNDBUF, &(int){ SSE_SNDBUF }, sizeof(int));
     s->sub = bus_subscribe(api->bus, api->sse_queue, 1);
     s->out = strdup(": subscribed\n\n");   /* sends the headers right away */
     s->len = strlen(s->out);
