@@ -26,8 +26,10 @@ all: deps
 deps:
 	@scripts/deps.sh
 
+# Parts first, then what uses their variables in prerequisites (tests, benchmarks, install).
 include shm/shm.mk
-include $(sort $(wildcard core/*.mk core/*/*.mk ngx_hodei_module/*.mk tests/*.mk bench/*.mk conf/*.mk))
+include $(sort $(wildcard core/*.mk core/*/*.mk ngx_hodei_module/*.mk))
+include $(sort $(wildcard tests/*.mk bench/*.mk conf/*.mk))
 
 all: $(BINS)
 

@@ -204,78 +204,17 @@ static struct job *level_head(const struct tenant_level *tl)
 }
 
 /* Fair share: fewer active jobs first, then the older head job. */
-static int level_less(const struct tenant_level *a, const struct tenant_level *b)
+static int level_less(const void *pa, const void *pb)
 {
+    const struct tenant_level *a = pa, *b = pb;
     if (a->tenant->active != b->tenant->active)
         return a->tenant->active < b->tenant->active;
     return level_head(a)->id < level_head(b)->id;
 }
 
-static void lheap_set(struct level_heap *h, size_t i, struct tenant_level *tl)
-{
-    h->v[i] = tl;
-    tl->heap_slot = i;
-}
-
-static void lheap_up(struct level_heap *h, size_t i)
-{
-    struct tenant_level *tl = h->v[i];
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!level_less(tl, h->v[p]))
-            break;
-        lheap_set(h, i, h->v[p]);
-        i = p;
-    }
-    lheap_set(h, i, tl);
-}
-
-static void lheap_down(struct level_heap *h, size_t i)
-{
-    struct tenant_level *tl = h->v[i];
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= h->n)
-            break;
-        if (c + 1 < h->n && level_less(h->v[c + 1], h->v[c]))
-            c++;
-        if (!level_less(h->v[c], tl))
-            break;
-        lheap_set(h, i, h->v[c]);
-        i = c;
-    }
-    lheap_set(h, i, tl);
-}
-
-static void lheap_push(struct level_heap *h, struct tenant_level *tl)
-{
-    if (h->n == h->cap) {
-        h->cap = h->cap ? h->cap * 2 : 8;
-        h->v = realloc(h->v, h->cap * sizeof *h->v);
-        if (!h->v)
-            abort();
-    }
-    lheap_set(h, h->n++, tl);
-    lheap_up(h, h->n - 1);
-}
-
-static void lheap_remove(struct level_heap *h, struct tenant_level *tl)
-{
-    size_t i = tl->heap_slot;
-    struct tenant_level *last = h->v[--h->n];
-    if (last != tl) {
-        lheap_set(h, i, last);
-        lheap_up(h, i);
-        lheap_down(h, last->heap_slot);
-    }
-}
-
 static void level_reorder(struct sched *s, struct tenant_level *tl)
 {
-    struct level_heap *h = &s->levels[tl->level];
-    size_t i = tl->heap_slot;
-    lheap_up(h, i);
-    lheap_down(h, tl->heap_slot);
+    heap_fix(&s->levels[tl->level], tl);
 }
 
 /* The tenant's active count changed: its place in every level it queues at may change. */
@@ -314,7 +253,7 @@ static void queue_insert(struct sched *s, struct job *j, double now)
     j->level = tl;
     j->queued_mono = now;
     if (fresh) {
-        lheap_push(&s->levels[level], tl);
+        heap_push(&s->levels[level], tl);
         s->nonempty[level / 64] |= 1ull << (level % 64);
     } else if (tl->jobs.next == &j->queue_link) {
         level_reorder(s, tl);
@@ -328,8 +267,8 @@ static void queue_remove(struct sched *s, struct job *j)
     cds_list_del(&j->queue_link);
     j->level = NULL;
     if (cds_list_empty(&tl->jobs)) {
-        struct level_heap *h = &s->levels[tl->level];
-        lheap_remove(h, tl);
+        struct heap *h = &s->levels[tl->level];
+        heap_remove(h, tl);
         if (h->n == 0)
             s->nonempty[tl->level / 64] &= ~(1ull << (tl->level % 64));
         cds_list_del(&tl->tenant_link);
@@ -344,71 +283,17 @@ static struct job *queue_head(const struct sched *s)
     for (size_t w = 0; w < sizeof s->nonempty / sizeof s->nonempty[0]; w++)
         if (s->nonempty[w]) {
             int level = (int) (w * 64) + __builtin_ctzll(s->nonempty[w]);
-            return level_head(s->levels[level].v[0]);
+            return level_head(heap_top(&s->levels[level]));
         }
     return NULL;
 }
 
 /* ---- job timeouts: a min-heap on deadline --------------------------------------------- */
 
-static void theap_set(struct time_heap *h, size_t i, struct job *j)
+/* Earlier deadline first. */
+static int deadline_less(const void *a, const void *b)
 {
-    h->v[i] = j;
-    j->timeout_slot = i;
-}
-
-static void theap_up(struct time_heap *h, size_t i)
-{
-    struct job *j = h->v[i];
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (h->v[p]->deadline_mono <= j->deadline_mono)
-            break;
-        theap_set(h, i, h->v[p]);
-        i = p;
-    }
-    theap_set(h, i, j);
-}
-
-static void theap_down(struct time_heap *h, size_t i)
-{
-    struct job *j = h->v[i];
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= h->n)
-            break;
-        if (c + 1 < h->n && h->v[c + 1]->deadline_mono < h->v[c]->deadline_mono)
-            c++;
-        if (h->v[c]->deadline_mono >= j->deadline_mono)
-            break;
-        theap_set(h, i, h->v[c]);
-        i = c;
-    }
-    theap_set(h, i, j);
-}
-
-static void theap_push(struct time_heap *h, struct job *j)
-{
-    if (h->n == h->cap) {
-        h->cap = h->cap ? h->cap * 2 : 64;
-        h->v = realloc(h->v, h->cap * sizeof *h->v);
-        if (!h->v)
-            abort();
-    }
-    theap_set(h, h->n++, j);
-    theap_up(h, h->n - 1);
-}
-
-static void theap_remove(struct time_heap *h, struct job *j)
-{
-    size_t i = j->timeout_slot;
-    j->timeout_slot = SIZE_MAX;
-    struct job *last = h->v[--h->n];
-    if (last != j) {
-        theap_set(h, i, last);
-        theap_up(h, i);
-        theap_down(h, last->timeout_slot);
-    }
+    return ((const struct job *) a)->deadline_mono < ((const struct job *) b)->deadline_mono;
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
@@ -478,8 +363,8 @@ static void release(struct sched *s, struct job *j, double now)
     cds_list_del(&j->worker_link);
     j->worker = NULL;
     tenant_active_add(s, j->tenant, -1);
-    if (j->timeout_slot != SIZE_MAX)
-        theap_remove(&s->timeouts, j);
+    if (j->timeout_slot != HEAP_NONE)
+        heap_remove(&s->timeouts, j);
     if (j->st.state == JOB_RUNNING)
         histogram_observe(&s->m.job_duration, now - j->started_mono);
     s->capacity_epoch++;
@@ -574,7 +459,7 @@ enum sched_rc sched_submit(struct sched *s, const struct job_spec *spec, double 
     j->submitted_at = wall(s, now);
     j->st.state = JOB_QUEUED;
     j->st.error_type = -1;
-    j->timeout_slot = SIZE_MAX;
+    j->timeout_slot = HEAP_NONE;
     rcu_read_lock();
     j->tenant = tenant_for(s, spec->tenant_id, now);
     cds_lfht_node_init(&j->node);
@@ -644,7 +529,7 @@ enum sched_rc sched_start(struct sched *s, uint64_t id, const char *worker_id, d
     j->started_mono = now;
     if (j->timeout_s) {
         j->deadline_mono = now + j->timeout_s;
-        theap_push(&s->timeouts, j);
+        heap_push(&s->timeouts, j);
     }
     emit(s, HODEI_EV_JOB_STARTED, j, NULL);
     return SCHED_OK;
@@ -866,8 +751,8 @@ void sched_tick(struct sched *s, double now)
         }
     }
     rcu_read_unlock();
-    while (s->timeouts.n && s->timeouts.v[0]->deadline_mono <= now) {
-        struct job *j = s->timeouts.v[0];
+    struct job *j;
+    while ((j = heap_top(&s->timeouts)) && j->deadline_mono <= now) {
         attempt_failed(s, j, HODEI_ERR_TIMEOUT, 0, 0, now);
     }
 }
@@ -875,8 +760,9 @@ void sched_tick(struct sched *s, double now)
 double sched_next_deadline(const struct sched *s, double now, double max_wait)
 {
     double wait = max_wait;
-    if (s->timeouts.n && s->timeouts.v[0]->deadline_mono - now < wait)
-        wait = s->timeouts.v[0]->deadline_mono - now;
+    const struct job *j = heap_top(&s->timeouts);
+    if (j && j->deadline_mono - now < wait)
+        wait = j->deadline_mono - now;
     return wait < 0 ? 0 : wait;
 }
 
@@ -906,6 +792,9 @@ int sched_init(struct sched *s, const struct sched_config *cfg, double now_mono,
     histogram_init(&s->m.scheduling_latency, HODEI_F_SCHEDULING_LATENCY_SECONDS);
     histogram_init(&s->m.queue_wait, HODEI_F_QUEUE_WAIT_TIME_SECONDS);
     histogram_init(&s->m.job_duration, HODEI_F_JOB_DURATION_SECONDS);
+    for (int l = 0; l < SCHED_LEVELS; l++)
+        s->levels[l] = HEAP_INIT(level_less, struct tenant_level, heap_slot);
+    s->timeouts = HEAP_INIT(deadline_less, struct job, timeout_slot);
     return 0;
 }
 
@@ -933,8 +822,8 @@ void sched_destroy(struct sched *s)
         free(s->tenants[i]);
     }
     for (int l = 0; l < SCHED_LEVELS; l++)
-        free(s->levels[l].v);
-    free(s->timeouts.v);
+        heap_free(&s->levels[l]);
+    heap_free(&s->timeouts);
     free(s->tenants);
     cds_lfht_destroy(s->jobs, NULL);
     cds_lfht_destroy(s->workers, NULL);

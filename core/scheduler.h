@@ -32,6 +32,7 @@
 
 #include "hodei_schema.h"
 #include "capindex.h"
+#include "heap.h"
 
 #define SCHED_PRIORITY_MIN  (-100)
 #define SCHED_PRIORITY_MAX  100
@@ -103,7 +104,7 @@ struct job {
     double   queued_mono;        /* when it last entered the queue (monotonic s) */
     double   started_mono;
     double   deadline_mono;      /* running with a timeout: when it times out */
-    size_t   timeout_slot;       /* index in sched.timeouts, or SIZE_MAX */
+    size_t   timeout_slot;       /* index in sched.timeouts, or HEAP_NONE */
 };
 
 struct worker_label {
@@ -182,16 +183,6 @@ struct sched_metrics {
     uint64_t workers_total, workers_healthy;
 };
 
-struct time_heap {
-    struct job **v;
-    size_t n, cap;
-};
-
-struct level_heap {
-    struct tenant_level **v;
-    size_t n, cap;
-};
-
 struct sched {
     struct sched_config cfg;
     struct cds_lfht *jobs, *workers, *tenant_table;
@@ -204,9 +195,9 @@ struct sched {
     uint32_t nfinished;
     uint32_t nunfinished;
     uint64_t nonempty[(SCHED_LEVELS + 63) / 64];
-    struct level_heap levels[SCHED_LEVELS];
+    struct heap levels[SCHED_LEVELS];    /* tenants' queue heads per priority: fair share */
     struct cap_index free_index, total_index;
-    struct time_heap timeouts;
+    struct heap timeouts;                /* running jobs by deadline */
     uint64_t capacity_epoch;     /* bumped whenever capacity might have grown */
     uint64_t blocked_job;        /* head job that got no_capacity at blocked_epoch, 0: none */
     uint64_t blocked_epoch;
