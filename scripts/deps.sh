@@ -12,9 +12,12 @@ done
 echo "deps: installing$missing" >&2
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
+# Debian starts a packaged service on install (nginx on :80, Prometheus on :9090); the project
+# starts its own, on loopback.  policy-rc.d is Debian's way to say "not now".
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 $SUDO apt-get update -q >/dev/null
 $SUDO apt-get install -y -q --no-install-recommends $missing >/dev/null
-# Debian starts the packaged services on install; the project starts its own on loopback.
-for s in nginx prometheus prometheus-node-exporter; do
-    $SUDO systemctl disable --now "$s" >/dev/null 2>&1 || $SUDO service "$s" stop >/dev/null 2>&1 || true
-done
