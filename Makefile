@@ -26,6 +26,13 @@ all: deps
 deps:
 	@scripts/deps.sh
 
+# What is missing is installed before anything else, before the pkg-config queries below are
+# answered too: make remakes an included makefile first and then reads everything again.
+include $(BUILD)/deps.mk
+$(BUILD)/deps.mk: scripts/deps.sh
+	@scripts/deps.sh
+	@mkdir -p $(BUILD) && echo '# scripts/deps.sh has run' > $@
+
 # Parts first, then what uses their variables in prerequisites (tests, benchmarks, install).
 include shm/shm.mk
 include $(sort $(wildcard core/*.mk core/*/*.mk ngx_hodei_module/*.mk))

@@ -3,7 +3,8 @@
 set -e
 PKGS="build-essential pkg-config clang libclang-rt-14-dev nginx nginx-dev libpcre2-dev zlib1g-dev libssl-dev
 libjansson-dev liburcu-dev libmicrohttpd-dev libcmocka-dev prometheus python3 python3-prometheus-client
-libtest-base-perl perl systemd curl libcurl4-openssl-dev wrk valgrind procps"
+libtest-base-perl perl systemd curl libcurl4-openssl-dev wrk valgrind procps
+libsqlite3-dev sqlite3 protobuf-compiler python3-protobuf"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
