@@ -42,20 +42,6 @@ const char *hodei_seg_strerror(enum hodei_seg_status st)
     return (unsigned) st < HODEI_SEG_STATUS_COUNT ? status_text[st] : "unknown segment status";
 }
 
-double hodei_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double) ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-int64_t hodei_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static struct hodei_seg_slot *slot_at(unsigned char *map, const struct hodei_seg_header *h,
                                       uint32_t i)
 {

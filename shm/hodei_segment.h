@@ -130,8 +130,6 @@ enum hodei_seg_status hodei_seg_read(struct hodei_seg_reader *r, struct hodei_sn
 double hodei_seg_age(const struct hodei_seg_reader *r);
 double hodei_seg_start_time(const struct hodei_seg_reader *r);
 
-/* Wall clock in unix seconds / nanoseconds. */
-double  hodei_now(void);
-int64_t hodei_now_ns(void);
+#include "hodei_clock.h"   /* hodei_now(), hodei_now_ns() */
 
 #endif
