@@ -118,6 +118,8 @@ size_t hodei_fill_build(void *buf, size_t cap, const struct hodei_fill_params *p
         } else if (id == HODEI_F_METRICS_LABEL_OVERFLOW_TOTAL) {
             const char *family[1] = { hodei_families[HODEI_F_JOBS_SCHEDULED_TOTAL].name };
             hodei_builder_scalar(&b, family, created, count_of(p, id, 0));
+        } else if (id == HODEI_F_API_AUTH_FAILURES_TOTAL) {
+            fill_bounded(&b, p, id, hodei_auth_failure_names, HODEI_AUTH_COUNT, created);
         } else {
             hodei_builder_scalar(&b, NULL, created, count_of(p, id, 0));
         }

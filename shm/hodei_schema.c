@@ -105,6 +105,10 @@ const struct hodei_family hodei_families[HODEI_F_COUNT] = {
         .help = "Total number of label sets folded into __overflow__ because a family's series cap was reached",
         .type = HODEI_COUNTER, .source = HODEI_SRC_BOTH, L1("family"),
         .default_cap = HODEI_F_COUNT },
+    [HODEI_F_API_AUTH_FAILURES_TOTAL] = { NAME("hodei_api_auth_failures_total"),
+        .help = "Total number of API requests refused for their credentials (401) or scope (403)",
+        .type = HODEI_COUNTER, .source = HODEI_SRC_DAEMON, L1("reason"),
+        .default_cap = HODEI_AUTH_COUNT },
 };
 
 const char *const hodei_decision_names[HODEI_DECISION_COUNT] = {
@@ -117,6 +121,9 @@ const char *const hodei_event_type_names[HODEI_EV_COUNT] = {
     "job_submitted", "job_assigned", "job_started", "job_succeeded", "job_failed",
     "job_cancelled", "job_requeued", "job_rejected", "worker_registered", "worker_unhealthy",
     "worker_recovered", "worker_removed" };
+
+const char *const hodei_auth_failure_names[HODEI_AUTH_COUNT] = {
+    "missing", "malformed", "unknown", "bad_secret", "forbidden" };
 
 int hodei_name_index(const char *const *names, int n, const char *name)
 {

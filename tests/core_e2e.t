@@ -31,7 +31,9 @@ my $nginx = start_nginx(port => $nginx_port, workers => 2, http => <<"HTTP");
         location /api/v1/ { proxy_pass http://127.0.0.1:$daemon_port; proxy_read_timeout 60s; }
     }
 HTTP
-my $api = { url => "http://127.0.0.1:$nginx_port/api/v1" };   # everything goes through nginx
+# everything goes through nginx, with the daemon's tokens (the admin's for this script)
+my $api = { url => "http://127.0.0.1:$nginx_port/api/v1", token => $d->{token} };
+my $worker_token = token_file($d->{tokens}{worker});
 
 sub scrape { http_get("$api->{url}/metrics")->{content} }
 
@@ -52,7 +54,7 @@ sub job { my (undef, $j) = call($api, 'GET', "/jobs/$_[0]"); return ref $j ? $j 
 my %agent;
 for my $id (qw(agent-a agent-b)) {
     $agent{$id} = spawn("$TMP/$id.log", 'build/hodei-worker', '--api', "http://127.0.0.1:$nginx_port",
-                        '--id', $id, '--cpu-m', 2000, '--memory-mb', 2048, '--heartbeat-ms', 200,
+                        '--token-file', $worker_token, '--id', $id, '--cpu-m', 2000, '--memory-mb', 2048, '--heartbeat-ms', 200,
                         '--poll-wait', 1);
 }
 wait_for('two workers', sub { my (undef, $w) = call($api, 'GET', '/workers');

@@ -178,7 +178,7 @@ static void test_priority_then_fifo(void **state)
         for (int k = i + 1; k < 4; k++)
             assert_int_equal(order[k]->st.state, JOB_QUEUED);
         assert_int_equal(sched_start(s, order[i]->id, "w", 1001, NULL), SCHED_OK);
-        assert_int_equal(sched_succeed(s, order[i]->id, "w", 0, 1002, NULL), SCHED_OK);
+        assert_int_equal(sched_succeed(s, order[i]->id, "w", 0, NULL, 1002, NULL), SCHED_OK);
     }
 }
 
@@ -258,7 +258,7 @@ static void test_no_capacity_counted_once_per_capacity_change(void **state)
     assert_int_equal(s->m.decisions[HODEI_DECISION_NO_CAPACITY], 1);
     /* capacity frees: b and then c go */
     assert_int_equal(sched_start(s, a->id, "w", 1002, NULL), SCHED_OK);
-    assert_int_equal(sched_succeed(s, a->id, "w", 0, 1003, NULL), SCHED_OK);
+    assert_int_equal(sched_succeed(s, a->id, "w", 0, NULL, 1003, NULL), SCHED_OK);
     assert_int_equal(sched_round(s, 1003), 2);
     assert_int_equal(b->st.state, JOB_ASSIGNED);
     assert_int_equal(c->st.state, JOB_ASSIGNED);
@@ -281,8 +281,8 @@ static enum sched_rc act(struct sched *s, enum action a, struct job *j, const ch
     switch (a) {
     case A_CANCEL:  return sched_cancel(s, j->id, now, NULL);
     case A_START:   return sched_start(s, j->id, worker, now, NULL);
-    case A_SUCCEED: return sched_succeed(s, j->id, worker, 0, now, NULL);
-    default:        return sched_fail(s, j->id, worker, HODEI_ERR_EXIT_CODE, 1, 3, now, NULL);
+    case A_SUCCEED: return sched_succeed(s, j->id, worker, 0, NULL, now, NULL);
+    default:        return sched_fail(s, j->id, worker, HODEI_ERR_EXIT_CODE, 1, 3, NULL, now, NULL);
     }
 }
 
@@ -300,9 +300,9 @@ static struct job *job_in_state(struct sched *s, enum job_state st, double now)
     if (st == JOB_RUNNING)
         return j;
     if (st == JOB_SUCCEEDED)
-        assert_int_equal(sched_succeed(s, j->id, "w", 0, now, NULL), SCHED_OK);
+        assert_int_equal(sched_succeed(s, j->id, "w", 0, NULL, now, NULL), SCHED_OK);
     else if (st == JOB_FAILED)
-        assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_EXIT_CODE, 1, 1, now, NULL),
+        assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_EXIT_CODE, 1, 1, NULL, now, NULL),
                          SCHED_OK);
     else
         assert_int_equal(sched_cancel(s, j->id, now, NULL), SCHED_OK);
@@ -374,14 +374,14 @@ static void test_retries_and_failure_counts(void **state)
     assert_int_equal(sched_submit(s, &spec, 1000, &j), SCHED_OK);
     sched_round(s, 1000);
     sched_start(s, j->id, "w", 1000, NULL);
-    assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_EXIT_CODE, 1, 2, 1001, NULL), SCHED_OK);
+    assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_EXIT_CODE, 1, 2, NULL, 1001, NULL), SCHED_OK);
     assert_int_equal(j->st.state, JOB_QUEUED);             /* attempt 1 of 2 */
     assert_int_equal(s->m.decisions[HODEI_DECISION_REQUEUED], 1);
     assert_int_equal(s->tenants[0]->failed[HODEI_ERR_EXIT_CODE], 0);
     sched_round(s, 1001);
     assert_int_equal(j->st.attempts, 2);
     sched_start(s, j->id, "w", 1001, NULL);
-    assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_EXIT_CODE, 1, 2, 1002, NULL), SCHED_OK);
+    assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_EXIT_CODE, 1, 2, NULL, 1002, NULL), SCHED_OK);
     assert_int_equal(j->st.state, JOB_FAILED);
     assert_int_equal(j->st.exit_code, 2);
     assert_int_equal(s->tenants[0]->failed[HODEI_ERR_EXIT_CODE], 1);
@@ -462,7 +462,7 @@ static void test_job_timeout(void **state)
     assert_int_equal(j->st.error_type, HODEI_ERR_TIMEOUT);
     assert_int_equal(s->tenants[0]->failed[HODEI_ERR_TIMEOUT], 1);
     /* the agent's own report comes too late */
-    assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_TIMEOUT, 0, 0, 1006, NULL),
+    assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_TIMEOUT, 0, 0, NULL, 1006, NULL),
                      SCHED_CONFLICT);
 }
 
