@@ -30,7 +30,7 @@
 #define SHUTDOWN_GRACE_MS 1000
 #define LONG_POLL_MAX_S   30
 #define IP_BUCKETS        1024
-#define LOG_EVERY_S       10.0          /* at most one line per this for refused connections */
+#define LOG_EVERY_MS      10000         /* one log line at most per this, per kind of refusal */
 
 /* ---- types ------------------------------------------------------------------------------ */
 
@@ -75,7 +75,9 @@ struct api {
     pthread_mutex_t ip_lock;
     struct ip_count *ips[IP_BUCKETS];
     uint64_t refused;              /* connections refused over the per-IP limit */
-    double   refused_logged;       /* monotonic s of the last log line about them */
+    _Atomic int64_t refused_logged;     /* monotonic ms of the last log line about them */
+    atomic_uint_fast64_t auth_refused;  /* requests refused 401/403 */
+    _Atomic int64_t auth_logged;
     /* parking */
     pthread_mutex_t park_lock;
     struct heap deadlines;         /* parked connections by deadline */
@@ -93,6 +95,7 @@ struct request {
     int    too_large;
     int    authenticated;
     enum hodei_auth_failure auth_failure;    /* when not authenticated */
+    char   token_id[TOKEN_ID_LEN + 1];       /* of the token it sent, when it parsed */
     struct principal who;
     /* a long poll in progress */
     int    polling;
@@ -111,6 +114,46 @@ struct sse {
     double keepalive_at;     /* monotonic s */
     struct park park;        /* first: the watcher frees a struct sse through it */
 };
+
+/* ---- log lines a flood cannot multiply ------------------------------------------------ */
+
+/* 1 when a line may be written now: at most one per LOG_EVERY_MS for *last. */
+static int log_due(_Atomic int64_t *last)
+{
+    int64_t now = hodei_mono_ms(), was = atomic_load(last);
+    return (was == 0 || now - was >= LOG_EVERY_MS) && atomic_compare_exchange_strong(last, &was, now);
+}
+
+static void client_text(struct MHD_Connection *conn, char *buf, size_t len)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    char ip[INET_ADDRSTRLEN] = "?";
+    if (info && info->client_addr->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *) info->client_addr)->sin_addr, ip,
+                  sizeof ip);
+    const char *fwd = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Forwarded-For");
+    snprintf(buf, len, "%s%s%.64s%s", ip, fwd ? " (for " : "", fwd ? fwd : "", fwd ? ")" : "");
+    for (char *c = buf; *c; c++)   /* a header is the client's: nothing that could forge a line */
+        if (*c < 0x20 || *c == 0x7f)
+            *c = '?';
+}
+
+/* Says who was refused, with how many refusals went unlogged since the last line. */
+static void log_refusal(struct api *api, struct MHD_Connection *conn, unsigned status,
+                        enum hodei_auth_failure why, const char *token_id)
+{
+    uint64_t n = atomic_fetch_add(&api->auth_refused, 1) + 1;
+    if (!log_due(&api->auth_logged))
+        return;
+    static _Atomic uint64_t logged;
+    uint64_t before = atomic_exchange(&logged, n);
+    char who[160];
+    client_text(conn, who, sizeof who);
+    log_info("refused %u (%s) from %s%s%s; %llu refusals since the last such line", status,
+             hodei_auth_failure_names[why], who, token_id[0] ? " with token " : "", token_id,
+             (unsigned long long) (n - before));
+}
 
 /* ---- replies ---------------------------------------------------------------------------- */
 
@@ -145,7 +188,7 @@ static enum MHD_Result reply_error(struct MHD_Connection *conn, unsigned status,
 /* 401: no usable token.  The connection is closed after it: a client without credentials
  * gets nothing more from it. */
 static enum MHD_Result refuse_401(struct api *api, struct MHD_Connection *conn,
-                                  enum hodei_auth_failure why)
+                                  enum hodei_auth_failure why, const char *token_id)
 {
     static const char *const detail[HODEI_AUTH_COUNT] = {
         [HODEI_AUTH_MISSING] = "send Authorization: Bearer <token>",
@@ -156,6 +199,7 @@ static enum MHD_Result refuse_401(struct api *api, struct MHD_Connection *conn,
                                   "removed)",
     };
     sched_count_auth_failure(&api->engine->sched, why);
+    log_refusal(api, conn, 401, why, token_id);
     struct MHD_Response *r = json_response(error_json("unauthorized", detail[why]));
     MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
                             why == HODEI_AUTH_MISSING ? "Bearer realm=\"hodei\""
@@ -165,9 +209,10 @@ static enum MHD_Result refuse_401(struct api *api, struct MHD_Connection *conn,
 }
 
 static enum MHD_Result refuse_403(struct api *api, struct MHD_Connection *conn,
-                                  const char *detail)
+                                  const struct principal *who, const char *detail)
 {
     sched_count_auth_failure(&api->engine->sched, HODEI_AUTH_FORBIDDEN);
+    log_refusal(api, conn, 403, HODEI_AUTH_FORBIDDEN, who->token_id);
     return reply_error(conn, 403, "forbidden", detail);
 }
 
@@ -246,17 +291,12 @@ static enum MHD_Result accept_policy(void *cls, const struct sockaddr *sa, sockl
     pthread_mutex_lock(&api->ip_lock);
     struct ip_count *c = *ip_slot(api, a);
     int allowed = !c || c->n < api->cfg->max_connections_per_ip;
-    if (!allowed) {
-        api->refused++;
-        double now = hodei_mono();
-        if (now - api->refused_logged >= LOG_EVERY_S) {
-            char ip[INET_ADDRSTRLEN];
-            inet_ntop(AF_INET, &a, ip, sizeof ip);
-            log_warn("%llu connections refused so far over the limit of %u per client address "
-                     "(the last from %s)", (unsigned long long) api->refused,
-                     api->cfg->max_connections_per_ip, ip);
-            api->refused_logged = now;
-        }
+    if (!allowed && (++api->refused, log_due(&api->refused_logged))) {
+        char ip[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &a, ip, sizeof ip);
+        log_warn("%llu connections refused so far over the limit of %u per client address "
+                 "(the last from %s)", (unsigned long long) api->refused,
+                 api->cfg->max_connections_per_ip, ip);
     }
     pthread_mutex_unlock(&api->ip_lock);
     return allowed ? MHD_YES : MHD_NO;
@@ -418,10 +458,11 @@ static void *watcher_main(void *arg)
 
 /* ---- authentication ----------------------------------------------------------------------- */
 
-/* Who sent the request: 0 and *who, or -1 and *why. */
-static int authenticate(struct api *api, struct MHD_Connection *conn, struct principal *who,
-                        enum hodei_auth_failure *why)
+/* Who sent the request: 0 with rq->who, or -1 with rq->auth_failure (and rq->token_id when
+ * the token parsed). */
+static int authenticate(struct api *api, struct MHD_Connection *conn, struct request *rq)
 {
+    struct principal *who = &rq->who;
     memset(who, 0, sizeof *who);
     if (!api->auth) {
         who->kind = PRINCIPAL_ADMIN;
@@ -430,25 +471,26 @@ static int authenticate(struct api *api, struct MHD_Connection *conn, struct pri
     const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                 MHD_HTTP_HEADER_AUTHORIZATION);
     if (!h) {
-        *why = HODEI_AUTH_MISSING;
+        rq->auth_failure = HODEI_AUTH_MISSING;
         return -1;
     }
     struct token t;
     if (strncasecmp(h, "Bearer ", 7) != 0 || token_parse(h + 7, strlen(h + 7), &t) < 0) {
-        *why = HODEI_AUTH_MALFORMED;
+        rq->auth_failure = HODEI_AUTH_MALFORMED;
         return -1;
     }
+    memcpy(rq->token_id, t.id, sizeof rq->token_id);
     if (t.kind == TOKEN_FILE)
-        return auth_check(api->auth, &t, who, why);
+        return auth_check(api->auth, &t, who, &rq->auth_failure);
     unsigned char hash[TOKEN_HASH_LEN];
     token_hash(t.secret, t.secret_len, hash);
     int rc = -1;
     rcu_read_lock();
     const struct worker *w = sched_session(&api->engine->sched, t.id);
     if (!w) {
-        *why = HODEI_AUTH_UNKNOWN;
+        rq->auth_failure = HODEI_AUTH_UNKNOWN;
     } else if (!token_hash_equal(hash, w->session.hash)) {
-        *why = HODEI_AUTH_BAD_SECRET;
+        rq->auth_failure = HODEI_AUTH_BAD_SECRET;
     } else {
         who->kind = PRINCIPAL_SESSION;
         memcpy(who->token_id, t.id, sizeof who->token_id);
@@ -476,7 +518,7 @@ static int allowed(struct api *api, struct MHD_Connection *conn, const struct pr
         return 1;
     char detail[160];
     snprintf(detail, sizeof detail, "%s may not %s", kind_names[who->kind], route);
-    *ret = refuse_403(api, conn, detail);
+    *ret = refuse_403(api, conn, who, detail);
     return 0;
 }
 
@@ -522,7 +564,7 @@ static enum MHD_Result submit_job(struct api *api, struct MHD_Connection *conn,
         ret = reply_error(conn, 400, err.code, err.detail);
     } else if (rq->who.kind == PRINCIPAL_TENANT && c.job.tenant_id[0]
                && strcmp(c.job.tenant_id, rq->who.tenant) != 0) {
-        ret = refuse_403(api, conn, "a tenant token submits for its own tenant only");
+        ret = refuse_403(api, conn, &rq->who, "a tenant token submits for its own tenant only");
     } else if (rq->who.kind != PRINCIPAL_TENANT && !c.job.tenant_id[0]) {
         ret = reply_error(conn, 400, "bad_field", "'tenant_id' is required");
     } else {
@@ -574,7 +616,7 @@ static enum MHD_Result list_jobs(struct api *api, struct MHD_Connection *conn,
     }
     if (rq->who.kind == PRINCIPAL_TENANT) {
         if (tenant && strcmp(tenant, rq->who.tenant) != 0)
-            return refuse_403(api, conn, "a tenant token lists its own tenant's jobs only");
+            return refuse_403(api, conn, &rq->who, "a tenant token lists its own tenant's jobs only");
         strcpy(c.list.tenant_id, rq->who.tenant);
     }
     if (state) {
@@ -660,7 +702,7 @@ static enum MHD_Result job_report(struct api *api, struct MHD_Connection *conn,
         ret = reply_error(conn, 400, err.code, err.detail);
     } else if (rq->who.kind == PRINCIPAL_SESSION && c.report.worker_id[0]
                && strcmp(c.report.worker_id, rq->who.worker) != 0) {
-        ret = refuse_403(api, conn, "a worker session reports for its own worker only");
+        ret = refuse_403(api, conn, &rq->who, "a worker session reports for its own worker only");
     } else if (rq->who.kind != PRINCIPAL_SESSION && !c.report.worker_id[0]) {
         ret = reply_error(conn, 400, "bad_field", "'worker_id' is required");
     } else {
@@ -725,7 +767,7 @@ static int own_worker(struct api *api, struct MHD_Connection *conn, const struct
     if (!allowed(api, conn, who, MAY_SESSION, route, ret))
         return 0;
     if (who->kind == PRINCIPAL_SESSION && strcmp(who->worker, worker_id) != 0) {
-        *ret = refuse_403(api, conn, "a worker session acts for its own worker only");
+        *ret = refuse_403(api, conn, who, "a worker session acts for its own worker only");
         return 0;
     }
     return 1;
@@ -997,8 +1039,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > HODEI_BODY_MAX)
             rq->too_large = 1;   /* refused once the call completes; nothing is stored */
-        rq->authenticated = is_health(url)
-                            || authenticate(api, conn, &rq->who, &rq->auth_failure) == 0;
+        rq->authenticated = is_health(url) || authenticate(api, conn, rq) == 0;
         return MHD_YES;
     }
     if (*upload_size) {
@@ -1026,7 +1067,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         return strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0
                ? health(conn) : method_not_allowed(conn, "GET");
     if (!rq->authenticated)
-        return refuse_401(api, conn, rq->auth_failure);
+        return refuse_401(api, conn, rq->auth_failure, rq->token_id);
     if (rq->too_large)
         return reply_error(conn, 413, "too_large", "the body exceeds 64 KiB");
     return route(api, conn, url, method, rq);
@@ -1043,13 +1084,12 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
 }
 
-/* libmicrohttpd's own messages (e.g. "Server reached connection limit"), at most one line a
- * second so that a flood cannot flood the log. */
+/* libmicrohttpd's own messages (e.g. "Server reached connection limit"), rate-limited so that a
+ * flood cannot flood the log. */
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
-    static _Atomic int64_t last_ms;
-    int64_t now = hodei_mono_ms(), last = atomic_load(&last_ms);
-    if (now - last < 1000 || !atomic_compare_exchange_strong(&last_ms, &last, now))
+    static _Atomic int64_t last;
+    if (!log_due(&last))
         return;
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
