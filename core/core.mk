@@ -3,8 +3,8 @@
 CORE_LIBS   := -lmicrohttpd -ljansson -lurcu-bp -lurcu-cds -lurcu-common -lcrypto -lm -lpthread
 CORE_CFLAGS := $(HODEI_CFLAGS) -Icore -DHODEI_VERSION='"$(VERSION)"'
 # The scheduler logic without HTTP: linked into the daemon, the unit tests and the bench.
-CORE_LOGIC  := alloc capindex heap scheduler request json bus log token
-CORE_DAEMON := config engine metrics auth api main
+CORE_LOGIC  := alloc capindex heap scheduler request json bus log token auth
+CORE_DAEMON := config engine metrics api main
 CORE_LOGIC_OBJS  := $(CORE_LOGIC:%=$(BUILD)/obj/core/%.o)
 CORE_DAEMON_OBJS := $(CORE_DAEMON:%=$(BUILD)/obj/core/%.o)
 

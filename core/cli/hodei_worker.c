@@ -481,7 +481,7 @@ static void job_child(const struct agent *a, const struct job_run *run, char **e
         goto failed;
     close_range(4, ~0U, 0);            /* nothing of the agent's: its sockets, its files */
     if (u->name && (setgroups((size_t)u->ngroups, u->groups) < 0 || setgid(u->gid) < 0
-                    || setuid(u->uid) < 0 || chdir(u->home[0] ? u->home : "/") < 0))
+                    || setuid(u->uid) < 0 || (chdir(u->home) < 0 && chdir("/") < 0)))
         goto failed;
     execve("/bin/sh", argv, envp);
 failed:;
@@ -908,7 +908,7 @@ static void usage(void)
             "  --id ID            worker id ([A-Za-z0-9._:-]{1,64}); the scheduler picks one if absent\n"
             "  --cpu-m N          CPU capacity in millicores (default: online CPUs x 1000)\n"
             "  --memory-mb N      memory capacity in MB (default: MemTotal)\n"
-            "  --run-as USER      run jobs as USER, in USER's home directory (the agent runs as root)\n"
+            "  --run-as USER      run jobs as USER, in USER's home directory or / (the agent runs as root)\n"
             "  --poll-wait S      long-poll wait for assignments, 1..30 s (default %d)\n"
             "  --heartbeat-ms N   heartbeat interval (default %d)\n",
             DEFAULT_POLL_WAIT_S, DEFAULT_HEARTBEAT_MS);
