@@ -22,13 +22,6 @@ my $d = start_daemon($port, qw(--heartbeat-timeout-s 600 --worker-timeout-s 1200
 my $api = "http://127.0.0.1:$port";
 my $worker_token = token_file($d->{tokens}{worker});
 
-sub wait_for {
-    my ($seconds, $cond) = @_;
-    my $deadline = time + $seconds;
-    until ($cond->()) { return 0 if time > $deadline; sleep 0.05 }
-    return 1;
-}
-
 sub show { ref $_[0] ? to_json($_[0]) : $_[0] // 'undef' }
 
 # An agent whose own environment carries things a job must not see.

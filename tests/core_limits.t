@@ -15,13 +15,6 @@ use Time::HiRes qw(sleep time);
 
 my $port = ($ENV{HODEI_CORE_TEST_PORT} || 18100) + 70;
 
-sub wait_for {
-    my ($seconds, $cond) = @_;
-    my $deadline = time + $seconds;
-    until ($cond->()) { return 0 if time > $deadline; sleep 0.05 }
-    return 1;
-}
-
 sub show { ref $_[0] ? to_json($_[0]) : $_[0] // 'undef' }
 
 # ---- the lease -----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ use Exporter 'import';
 
 our @EXPORT = qw(
     $TMP root slurp families
-    spawn wait_exit stop run
+    spawn wait_exit stop run wait_for
     port_open wait_port
     to_json from_json http_get call
     make_tokens token_file start_daemon metrics settle sample rss_kb
@@ -128,6 +128,14 @@ sub run {
         $status = -1;
     }
     return ($status, slurp($out), slurp($err));
+}
+
+# Polls $cond every 50 ms for up to $seconds: 1 as soon as it holds, 0 when time ran out.
+sub wait_for {
+    my ($seconds, $cond) = @_;
+    my $deadline = time + $seconds;
+    until ($cond->()) { return 0 if time > $deadline; sleep 0.05 }
+    return 1;
 }
 
 # ---- ports and HTTP -------------------------------------------------------------------------
