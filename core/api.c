@@ -67,7 +67,6 @@ struct api {
     struct bus *bus;
     struct auth *auth;             /* NULL: --insecure-no-auth */
     const struct config *cfg;
-    const char *version;
     atomic_int stopping;
     atomic_uint streams;           /* open event streams */
     atomic_uint_fast64_t assign_gen;   /* bumped by every placement: long polls re-check */
@@ -112,7 +111,7 @@ struct sse {
     char  *out;              /* formatted, not yet sent */
     size_t len, off;
     double keepalive_at;     /* monotonic s */
-    struct park park;        /* first: the watcher frees a struct sse through it */
+    struct park park;        /* the watcher frees the struct sse through it */
 };
 
 /* ---- log lines a flood cannot multiply ------------------------------------------------ */
@@ -121,7 +120,8 @@ struct sse {
 static int log_due(_Atomic int64_t *last)
 {
     int64_t now = hodei_mono_ms(), was = atomic_load(last);
-    return (was == 0 || now - was >= LOG_EVERY_MS) && atomic_compare_exchange_strong(last, &was, now);
+    return (was == 0 || now - was >= LOG_EVERY_MS)
+           && atomic_compare_exchange_strong(last, &was, now);
 }
 
 static void client_text(struct MHD_Connection *conn, char *buf, size_t len)
@@ -227,7 +227,8 @@ static enum MHD_Result reply_refusal(struct MHD_Connection *conn, const struct c
         return reply_error(conn, 404, "not_found", detail);
     case SCHED_CONFLICT:
         if (c->type == CMD_REGISTER)
-            return reply_error(conn, 409, "duplicate_worker", "a worker with this id is registered");
+            return reply_error(conn, 409, "duplicate_worker",
+                               "a worker with this id is registered");
         snprintf(detail, sizeof detail, "%s", c->detail[0] ? c->detail
                  : "the resource is not in a state that allows this");
         return reply_error(conn, 409, "conflict", detail);
@@ -616,7 +617,8 @@ static enum MHD_Result list_jobs(struct api *api, struct MHD_Connection *conn,
     }
     if (rq->who.kind == PRINCIPAL_TENANT) {
         if (tenant && strcmp(tenant, rq->who.tenant) != 0)
-            return refuse_403(api, conn, &rq->who, "a tenant token lists its own tenant's jobs only");
+            return refuse_403(api, conn, &rq->who,
+                              "a tenant token lists its own tenant's jobs only");
         strcpy(c.list.tenant_id, rq->who.tenant);
     }
     if (state) {
@@ -1105,14 +1107,13 @@ static unsigned pool_size(void)
 }
 
 struct api *api_start(const struct config *cfg, struct engine *engine, struct bus *bus,
-                      struct auth *auth, const char *version)
+                      struct auth *auth)
 {
     struct api *api = xcalloc(1, sizeof *api);
     api->engine = engine;
     api->bus = bus;
     api->auth = auth;
     api->cfg = cfg;
-    api->version = version;
     pthread_mutex_init(&api->ip_lock, NULL);
     pthread_mutex_init(&api->park_lock, NULL);
     api->deadlines = HEAP_INIT(deadline_less, struct park, heap_slot);

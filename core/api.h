@@ -23,7 +23,7 @@ struct api;
 
 /* auth NULL: --insecure-no-auth (every request is an admin's). */
 struct api *api_start(const struct config *cfg, struct engine *engine, struct bus *bus,
-                      struct auth *auth, const char *version);
+                      struct auth *auth);
 /* Stops accepting, answers 503 to what still arrives, ends long-polls and event streams,
  * waits for the requests in flight and frees the server. */
 void api_stop(struct api *api);

@@ -72,7 +72,8 @@ static void list_jobs(struct sched *s, struct cmd *c)
     if (more)
         snprintf(next, sizeof next, "%llu", (unsigned long long) last->id);
     c->rc = SCHED_OK;
-    c->object = json_pack("{s:o, s:o}", "jobs", jobs, "next", more ? json_string(next) : json_null());
+    c->object = json_pack("{s:o, s:o}", "jobs", jobs, "next",
+                          more ? json_string(next) : json_null());
 }
 
 static void list_workers(struct sched *s, struct cmd *c)

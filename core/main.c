@@ -79,7 +79,7 @@ int main(int argc, char **argv)
     if (metrics_start(&publisher, cfg.segment, &engine.sched, bus, HODEI_VERSION,
                       cfg.publish_interval_ms, cfg.sched.max_tenants, cfg.sched.max_workers) < 0)
         return 1;
-    struct api *api = api_start(&cfg, &engine, bus, auth, HODEI_VERSION);
+    struct api *api = api_start(&cfg, &engine, bus, auth);
     if (!api)
         return 1;
     log_info("hodei-scheduler %s listening on %s:%u (max %u tenants, %u workers, %u unfinished "

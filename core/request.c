@@ -267,7 +267,8 @@ int req_report(json_t *body, enum req_report_kind kind, struct req_report *out,
                               : kind == REQ_SUCCEED ? succeed_fields : fail_fields;
     long long code;
     memset(out, 0, sizeof *out);
-    if (only_fields(body, fields, err) < 0 || id_field(body, "worker_id", 0, out->worker_id, err) < 0)
+    if (only_fields(body, fields, err) < 0
+        || id_field(body, "worker_id", 0, out->worker_id, err) < 0)
         return -1;
     if (kind != REQ_START && output_field(body, out, err) < 0)
         return -1;

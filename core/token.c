@@ -38,7 +38,8 @@ int token_parse(const char *text, size_t len, struct token *out)
         if (len < p || memcmp(text, prefixes[k], p) != 0)
             continue;
         const char *id = text + p, *secret = id + TOKEN_ID_LEN + 1;
-        if (len < p + TOKEN_ID_LEN + 1 || !is_lower_hex(id, TOKEN_ID_LEN) || id[TOKEN_ID_LEN] != '_')
+        if (len < p + TOKEN_ID_LEN + 1 || !is_lower_hex(id, TOKEN_ID_LEN)
+            || id[TOKEN_ID_LEN] != '_')
             return -1;
         size_t slen = len - (size_t) (secret - text);
         if (slen < TOKEN_SECRET_MIN || slen > TOKEN_SECRET_MAX || !is_base64url(secret, slen))

@@ -103,6 +103,13 @@ struct output_tail {
     uint64_t total;
 };
 
+/* The error_type each way of ending reports (JOB_EXITED: when the exit code is not 0). */
+static const enum hodei_error_type error_of[] = {
+    [JOB_EXITED] = HODEI_ERR_EXIT_CODE, [JOB_TIMED_OUT] = HODEI_ERR_TIMEOUT,
+    [JOB_STOPPED] = HODEI_ERR_WORKER_LOST, [JOB_CANCELLED] = HODEI_ERR_CANCELLED,
+    [JOB_SPAWN_FAILED] = HODEI_ERR_SPAWN_ERROR,
+};
+
 struct job_outcome {
     enum job_end end;
     int          exit_code;   /* JOB_EXITED: the exit status, 128+N when killed by signal N */
@@ -651,11 +658,6 @@ static void job_execute(const struct job_run *run, struct job_outcome *out)
  * the output when the job ran. */
 static json_t *outcome_body(const struct job_outcome *out, const char **verb)
 {
-    static const enum hodei_error_type error_of[] = {
-        [JOB_EXITED] = HODEI_ERR_EXIT_CODE, [JOB_TIMED_OUT] = HODEI_ERR_TIMEOUT,
-        [JOB_STOPPED] = HODEI_ERR_WORKER_LOST, [JOB_CANCELLED] = HODEI_ERR_CANCELLED,
-        [JOB_SPAWN_FAILED] = HODEI_ERR_SPAWN_ERROR,
-    };
     json_t *body = json_object();
     if (out->end != JOB_SPAWN_FAILED) {
         char *b64 = tail_base64(&out->out);
@@ -671,14 +673,16 @@ static json_t *outcome_body(const struct job_outcome *out, const char **verb)
         return body;
     }
     *verb = "/fail";
-    json_object_set_new(body, "error_type", json_string(hodei_error_type_names[error_of[out->end]]));
+    json_object_set_new(body, "error_type",
+                        json_string(hodei_error_type_names[error_of[out->end]]));
     if (out->end == JOB_EXITED)
         json_object_set_new(body, "exit_code", json_integer(out->exit_code));
     return body;
 }
 
 /* Reports the outcome, retrying while the daemon cannot be reached. */
-static void job_report(struct hodei_api *api, const struct job_run *run, const struct job_outcome *out)
+static void job_report(struct hodei_api *api, const struct job_run *run,
+                       const struct job_outcome *out)
 {
     const char *verb;
     json_t *body = outcome_body(out, &verb);
@@ -688,10 +692,7 @@ static void job_report(struct hodei_api *api, const struct job_run *run, const s
     if (out->end == JOB_EXITED)
         snprintf(result, sizeof result, "exit code %d", out->exit_code);
     else
-        snprintf(result, sizeof result, "%s", hodei_error_type_names[
-                 out->end == JOB_TIMED_OUT ? HODEI_ERR_TIMEOUT : out->end == JOB_STOPPED
-                 ? HODEI_ERR_WORKER_LOST : out->end == JOB_CANCELLED ? HODEI_ERR_CANCELLED
-                 : HODEI_ERR_SPAWN_ERROR]);
+        snprintf(result, sizeof result, "%s", hodei_error_type_names[error_of[out->end]]);
 
     for (int attempt = 1; path && attempt <= REPORT_ATTEMPTS; attempt++) {
         uint64_t gen = agent_session(run->agent, api);

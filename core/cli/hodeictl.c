@@ -622,7 +622,7 @@ static int cmd_output(struct ctl *ctl, int argc, char **argv)
     return 0;
 }
 
-/* --- the tokens file ----------------------------------------------------------------------------- */
+/* --- the tokens file --------------------------------------------------------------------------- */
 
 /* Opens the tokens file (created 0600 when create) and locks it; the fd, or -1 after saying
  * why.  A file others may read is refused, as the daemon refuses it. */
@@ -701,7 +701,8 @@ static int token_create(const char *file, const char *role, const char *tenant)
     if ((tl.role == ROLE_TENANT) != (tenant != NULL))
         return usage_error(tl.role == ROLE_TENANT ? "a tenant token needs --tenant ID"
                                                   : "--tenant goes with --role tenant only");
-    if (tenant && (!hodei_id_valid(tenant, strlen(tenant)) || strcmp(tenant, HODEI_OVERFLOW_LABEL) == 0))
+    if (tenant && (!hodei_id_valid(tenant, strlen(tenant))
+                   || strcmp(tenant, HODEI_OVERFLOW_LABEL) == 0))
         return usage_error("--tenant must match [A-Za-z0-9._:-]{1,64}");
     snprintf(tl.tenant, sizeof tl.tenant, "%s", tenant ? tenant : "");
     if (token_generate(TOKEN_FILE, text, tl.id, tl.hash) < 0) {
@@ -750,7 +751,8 @@ static int token_list(const char *file)
             fprintf(stderr, "hodeictl: %s:%zu: %s\n", file, i + 1, why);
             rc = EXIT_API;
         } else if (got > 0) {
-            printf("%-12s %-6s %s\n", tl.id, token_role_names[tl.role], tl.tenant[0] ? tl.tenant : "-");
+            printf("%-12s %-6s %s\n", tl.id, token_role_names[tl.role],
+                   tl.tenant[0] ? tl.tenant : "-");
         }
     }
     tokens_free(lines, n);
