@@ -628,6 +628,14 @@ static int check_database(struct store *st, char *err, size_t errlen)
 
 static int open_database(struct store *st, char *err, size_t errlen)
 {
+    /* Created here so that it is not world-readable (commands may carry secrets); SQLite
+     * gives the -wal and -shm files the database's mode. */
+    int fd = open(st->path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        set_err(err, errlen, "%s: %s", st->path, strerror(errno));
+        return -1;
+    }
+    close(fd);
     int rc = sqlite3_open_v2(st->path, &st->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
                              SQLITE_OPEN_EXRESCODE, NULL);

@@ -188,6 +188,23 @@ static struct store *open_ok(const char *dir, const struct store_options *opts)
     return st;
 }
 
+/* A store whose committer can be held at the gate, reporting every transaction to cs. */
+struct gated {
+    struct gate g;
+    struct commits cs;
+    struct store *st;
+};
+
+static void gated_open(struct gated *h, const char *dir, size_t max_pending_bytes)
+{
+    gate_init(&h->g);
+    h->cs = (struct commits) { .lock = PTHREAD_MUTEX_INITIALIZER };
+    struct store_options opts = { .max_pending_bytes = max_pending_bytes,
+                                  .on_commit = on_commit, .commit_ctx = &h->cs,
+                                  .stage_hook = gate_hook, .stage_ctx = &h->g };
+    h->st = open_ok(dir, &opts);
+}
+
 /* Submits b and fails the test if the store refuses it. */
 static void submit(struct store *st, struct store_batch *b, struct ticket *t)
 {
@@ -204,13 +221,10 @@ struct copy_job {
 
 struct loaded {
     char seq[1024];                      /* 'M' meta, 'C' counter, 'J' job, in callback order */
-    unsigned nseq, njobs, ncounters, nmeta;
+    unsigned nseq, njobs;
     struct copy_job *jobs;
     unsigned cap;
-    char *counter_key[64];
-    uint64_t counter_val[64];
-    char *meta_key[64];
-    int64_t meta_val[64];
+    struct kvs { char *key[64]; int64_t value[64]; unsigned n; } meta, counters;
     int stop_after_jobs;                 /* >0: return 7 from that job */
 };
 
@@ -225,26 +239,26 @@ static void note(struct loaded *l, char what)
         l->seq[l->nseq++] = what;
 }
 
+static int kv_note(struct loaded *l, struct kvs *kv, char what, const char *key, int64_t value)
+{
+    note(l, what);
+    if (kv->n < 64) {
+        kv->key[kv->n] = strdup(key);
+        kv->value[kv->n++] = value;
+    }
+    return 0;
+}
+
 static int load_meta(void *ctx, const char *key, int64_t value)
 {
     struct loaded *l = ctx;
-    note(l, 'M');
-    if (l->nmeta < 64) {
-        l->meta_key[l->nmeta] = strdup(key);
-        l->meta_val[l->nmeta++] = value;
-    }
-    return 0;
+    return kv_note(l, &l->meta, 'M', key, value);
 }
 
 static int load_counter(void *ctx, const char *key, uint64_t value)
 {
     struct loaded *l = ctx;
-    note(l, 'C');
-    if (l->ncounters < 64) {
-        l->counter_key[l->ncounters] = strdup(key);
-        l->counter_val[l->ncounters++] = value;
-    }
-    return 0;
+    return kv_note(l, &l->counters, 'C', key, (int64_t) value);
 }
 
 static int load_job(void *ctx, const struct store_job *j)
@@ -281,10 +295,10 @@ static void loaded_free(struct loaded *l)
         free((void *) l->jobs[i].j.output);
     }
     free(l->jobs);
-    for (unsigned i = 0; i < l->ncounters; i++)
-        free(l->counter_key[i]);
-    for (unsigned i = 0; i < l->nmeta; i++)
-        free(l->meta_key[i]);
+    for (unsigned i = 0; i < l->counters.n; i++)
+        free(l->counters.key[i]);
+    for (unsigned i = 0; i < l->meta.n; i++)
+        free(l->meta.key[i]);
     memset(l, 0, sizeof *l);
 }
 
@@ -305,20 +319,22 @@ static const struct copy_job *find_job(const struct loaded *l, uint64_t id)
     return NULL;
 }
 
+static int64_t find_kv(const struct kvs *kv, const char *key, int64_t missing)
+{
+    for (unsigned i = 0; i < kv->n; i++)
+        if (strcmp(kv->key[i], key) == 0)
+            return kv->value[i];
+    return missing;
+}
+
 static int64_t find_meta(const struct loaded *l, const char *key, int64_t missing)
 {
-    for (unsigned i = 0; i < l->nmeta; i++)
-        if (strcmp(l->meta_key[i], key) == 0)
-            return l->meta_val[i];
-    return missing;
+    return find_kv(&l->meta, key, missing);
 }
 
 static uint64_t find_counter(const struct loaded *l, const char *key, uint64_t missing)
 {
-    for (unsigned i = 0; i < l->ncounters; i++)
-        if (strcmp(l->counter_key[i], key) == 0)
-            return l->counter_val[i];
-    return missing;
+    return (uint64_t) find_kv(&l->counters, key, (int64_t) missing);
 }
 
 static void assert_opt_string(const char *field, const char *want, const char *got)
@@ -537,18 +553,17 @@ static void test_bad_records_refused(void **state)
 static void test_group_commit_merges_waiting_batches(void **state)
 {
     char *dir = make_dir();
-    struct gate g;
-    gate_init(&g);
-    struct commits cs = { .lock = PTHREAD_MUTEX_INITIALIZER };
-    struct store_options opts = { .on_commit = on_commit, .commit_ctx = &cs,
-                                  .stage_hook = gate_hook, .stage_ctx = &g };
-    struct store *st = open_ok(dir, &opts);
+    static struct gated h;
+    gated_open(&h, dir, 0);
+    struct gate *g = &h.g;
+    struct commits *cs = &h.cs;
+    struct store *st = h.st;
     struct waiter w;
     waiter_init(&w);
     struct ticket tk[6];
     char tenant[32];
 
-    g.armed = 1;
+    g->armed = 1;
     for (int i = 0; i < 6; i++) {
         tk[i] = (struct ticket) { &w, i };
         struct store_batch *b = store_batch_new();
@@ -557,23 +572,23 @@ static void test_group_commit_merges_waiting_batches(void **state)
         assert_int_equal(store_batch_set_meta(b, "next_job_id", i + 2), 0);
         submit(st, b, &tk[i]);
         if (i == 0)
-            gate_wait_holding(&g);     /* the committer took batch 0 and is held: 1..5 queue */
+            gate_wait_holding(g);     /* the committer took batch 0 and is held: 1..5 queue */
     }
-    gate_open(&g);
+    gate_open(g);
     wait_done(&w, 6);
-    assert_false(g.timed_out);
+    assert_false(g->timed_out);
     for (int i = 0; i < 6; i++) {
         assert_int_equal(w.order[i], i);             /* completions in submission order */
         assert_int_equal(w.status[i], STORE_OK);
     }
     /* two transactions: the one held, and one for the five that waited behind it */
-    assert_int_equal(cs.n, 2);
-    assert_int_equal(cs.c[0].batches, 1);
-    assert_int_equal(cs.c[1].batches, 5);
-    assert_int_equal(cs.c[1].jobs, 5);
-    assert_int_equal(cs.c[1].ops, 10);
-    assert_int_equal(cs.c[1].status, STORE_OK);
-    assert_true(cs.c[1].seconds > 0);
+    assert_int_equal(cs->n, 2);
+    assert_int_equal(cs->c[0].batches, 1);
+    assert_int_equal(cs->c[1].batches, 5);
+    assert_int_equal(cs->c[1].jobs, 5);
+    assert_int_equal(cs->c[1].ops, 10);
+    assert_int_equal(cs->c[1].status, STORE_OK);
+    assert_true(cs->c[1].seconds > 0);
     struct store_stats ss;
     store_stats_read(st, &ss);
     assert_int_equal(ss.commits, 2);
@@ -590,16 +605,15 @@ static void test_group_commit_merges_waiting_batches(void **state)
 static void test_pending_bound_refuses_without_waiting(void **state)
 {
     char *dir = make_dir();
-    struct gate g;
-    gate_init(&g);
-    struct store_options opts = { .max_pending_bytes = 16384, .stage_hook = gate_hook,
-                                  .stage_ctx = &g };
-    struct store *st = open_ok(dir, &opts);
+    static struct gated h;
+    gated_open(&h, dir, 16384);
+    struct gate *g = &h.g;
+    struct store *st = h.st;
     struct waiter w;
     waiter_init(&w);
     static struct ticket tk[MAX_TICKETS];
     char tenant[32];
-    g.armed = 1;
+    g->armed = 1;
     int accepted = 0;
     struct store_batch *refused = NULL;
     while (refused == NULL && accepted < MAX_TICKETS - 1) {
@@ -609,7 +623,7 @@ static void test_pending_bound_refuses_without_waiting(void **state)
         tk[accepted] = (struct ticket) { &w, accepted };
         if (store_submit(st, b, on_done, &tk[accepted]) == 0) {
             if (accepted++ == 0)
-                gate_wait_holding(&g);
+                gate_wait_holding(g);
         } else {
             assert_int_equal(errno, EAGAIN);
             refused = b;
@@ -620,7 +634,7 @@ static void test_pending_bound_refuses_without_waiting(void **state)
     struct store_stats ss;
     store_stats_read(st, &ss);
     assert_true(ss.pending_bytes <= 16384);
-    gate_open(&g);
+    gate_open(g);
     wait_done(&w, (unsigned) accepted);
     tk[accepted] = (struct ticket) { &w, accepted };
     submit(st, refused, &tk[accepted]);
@@ -770,12 +784,10 @@ static void test_disk_full_fails_whole_transactions_then_recovers(void **state)
     assert_non_null(log);
     dup2(fileno(log), 2);
 
-    struct gate g;
-    gate_init(&g);
-    struct commits cs = { .lock = PTHREAD_MUTEX_INITIALIZER };
-    struct store_options opts = { .on_commit = on_commit, .commit_ctx = &cs,
-                                  .stage_hook = gate_hook, .stage_ctx = &g };
-    struct store *st = open_ok(dir, &opts);
+    static struct gated h;
+    gated_open(&h, dir, 0);
+    struct gate *g = &h.g;
+    struct store *st = h.st;
     const char *counter = "hodei_jobs_submitted_total{tenant_id=\"t\"}";
     struct waiter w;
     waiter_init(&w);
@@ -798,12 +810,12 @@ static void test_disk_full_fails_whole_transactions_then_recovers(void **state)
 
     /* 2: the disk fills; batches 1..3 wait together and share the failed transaction */
     fill_disk(dir);
-    g.armed = 1;
+    g->armed = 1;
     submit(st, job_batch(11, STORE_OUTPUT_MAX, counter, 11), &tk[1]);
-    gate_wait_holding(&g);
+    gate_wait_holding(g);
     submit(st, job_batch(12, STORE_OUTPUT_MAX, counter, 12), &tk[2]);
     submit(st, job_batch(13, STORE_OUTPUT_MAX, counter, 13), &tk[3]);
-    gate_open(&g);
+    gate_open(g);
     wait_done(&w, 4);
     submit(st, job_batch(14, STORE_OUTPUT_MAX, counter, 14), &tk[4]);  /* still full */
     wait_done(&w, 5);
@@ -858,6 +870,196 @@ static void test_disk_full_fails_whole_transactions_then_recovers(void **state)
     store_close(st);
     if (umount2(dir, MNT_DETACH) < 0)
         fail_msg("umount %s: %s", dir, strerror(errno));
+    remove_dir(dir);
+}
+
+/* ---- fsync before told, I/O errors: a VFS that wraps SQLite's own -------------------- */
+
+/* Counts fsyncs of the WAL and can fail its writes; everything else goes to the real VFS. */
+static sqlite3_vfs *real_vfs;
+static sqlite3_vfs shim_vfs;
+static unsigned wal_syncs;           /* relaxed atomics: the committer writes, the test reads */
+static int fail_wal_writes;
+
+struct shim_file {
+    sqlite3_file base;
+    int wal;
+    sqlite3_file *real;              /* the real VFS's file, right after this struct */
+};
+
+#define REAL(f) (((struct shim_file *) (f))->real)
+#define CALL(f, method, ...) REAL(f)->pMethods->method(REAL(f), __VA_ARGS__)
+
+static int shim_close(sqlite3_file *f) { return REAL(f)->pMethods->xClose(REAL(f)); }
+static int shim_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o) { return CALL(f, xRead, b, n, o); }
+static int shim_truncate(sqlite3_file *f, sqlite3_int64 n) { return CALL(f, xTruncate, n); }
+static int shim_size(sqlite3_file *f, sqlite3_int64 *n) { return CALL(f, xFileSize, n); }
+static int shim_lock(sqlite3_file *f, int l) { return CALL(f, xLock, l); }
+static int shim_unlock(sqlite3_file *f, int l) { return CALL(f, xUnlock, l); }
+static int shim_reserved(sqlite3_file *f, int *r) { return CALL(f, xCheckReservedLock, r); }
+static int shim_control(sqlite3_file *f, int op, void *a) { return CALL(f, xFileControl, op, a); }
+static int shim_sector(sqlite3_file *f) { return REAL(f)->pMethods->xSectorSize(REAL(f)); }
+static int shim_device(sqlite3_file *f) { return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f)); }
+static int shim_shm_map(sqlite3_file *f, int pg, int sz, int ext, void volatile **pp) { return CALL(f, xShmMap, pg, sz, ext, pp); }
+static int shim_shm_lock(sqlite3_file *f, int o, int n, int fl) { return CALL(f, xShmLock, o, n, fl); }
+static void shim_shm_barrier(sqlite3_file *f) { REAL(f)->pMethods->xShmBarrier(REAL(f)); }
+static int shim_shm_unmap(sqlite3_file *f, int del) { return CALL(f, xShmUnmap, del); }
+static int shim_fetch(sqlite3_file *f, sqlite3_int64 o, int n, void **pp) { return CALL(f, xFetch, o, n, pp); }
+static int shim_unfetch(sqlite3_file *f, sqlite3_int64 o, void *p) { return CALL(f, xUnfetch, o, p); }
+
+static int shim_write(sqlite3_file *f, const void *b, int n, sqlite3_int64 o)
+{
+    if (((struct shim_file *) f)->wal && __atomic_load_n(&fail_wal_writes, __ATOMIC_RELAXED))
+        return SQLITE_IOERR_WRITE;
+    return CALL(f, xWrite, b, n, o);
+}
+
+static int shim_sync(sqlite3_file *f, int flags)
+{
+    int rc = CALL(f, xSync, flags);
+    if (rc == SQLITE_OK && ((struct shim_file *) f)->wal)
+        __atomic_fetch_add(&wal_syncs, 1, __ATOMIC_RELAXED);
+    return rc;
+}
+
+static const sqlite3_io_methods shim_methods = {
+    3, shim_close, shim_read, shim_write, shim_truncate, shim_sync, shim_size, shim_lock,
+    shim_unlock, shim_reserved, shim_control, shim_sector, shim_device, shim_shm_map,
+    shim_shm_lock, shim_shm_barrier, shim_shm_unmap, shim_fetch, shim_unfetch,
+};
+
+static int shim_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *f, int flags,
+                     int *out_flags)
+{
+    struct shim_file *s = (struct shim_file *) f;
+    s->real = (sqlite3_file *) (s + 1);
+    memset(s->real, 0, (size_t) real_vfs->szOsFile);
+    s->wal = (flags & SQLITE_OPEN_WAL) != 0;
+    int rc = real_vfs->xOpen(real_vfs, name, s->real, flags, out_flags);
+    s->base.pMethods = s->real->pMethods != NULL ? &shim_methods : NULL;
+    return rc;
+}
+
+/* Makes the shim SQLite's default VFS until shim_remove(): stores opened meanwhile use it. */
+static void shim_install(void)
+{
+    real_vfs = sqlite3_vfs_find(NULL);
+    assert_non_null(real_vfs);
+    shim_vfs = *real_vfs;
+    shim_vfs.zName = "hodei-test-shim";
+    shim_vfs.szOsFile = (int) sizeof(struct shim_file) + real_vfs->szOsFile;
+    shim_vfs.xOpen = shim_open;
+    shim_vfs.pNext = NULL;
+    assert_int_equal(sqlite3_vfs_register(&shim_vfs, 1), SQLITE_OK);
+    __atomic_store_n(&wal_syncs, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&fail_wal_writes, 0, __ATOMIC_RELAXED);
+}
+
+static void shim_remove(void)
+{
+    sqlite3_vfs_unregister(&shim_vfs);
+    assert_true(sqlite3_vfs_find(NULL) == real_vfs);
+}
+
+/* WAL fsyncs seen when a transaction began and when each completion ran. */
+struct sync_marks {
+    unsigned at_taken[MAX_TICKETS], at_done[MAX_TICKETS];
+    unsigned ntaken, ndone;
+};
+
+static void sync_mark_taken(void *ctx, enum store_stage stage, unsigned batches)
+{
+    struct sync_marks *m = ctx;
+    if (stage == STORE_STAGE_TAKEN && m->ntaken < MAX_TICKETS)
+        m->at_taken[m->ntaken++] = __atomic_load_n(&wal_syncs, __ATOMIC_RELAXED);
+}
+
+struct sync_ticket {
+    struct ticket t;
+    struct sync_marks *m;
+};
+
+static void sync_mark_done(void *ctx, enum store_status status, const char *why)
+{
+    struct sync_ticket *st = ctx;
+    st->m->at_done[st->t.n] = __atomic_load_n(&wal_syncs, __ATOMIC_RELAXED);
+    on_done(&st->t, status, why);
+}
+
+/* Committed before told: every completion runs after an fsync of the WAL that its own
+ * transaction issued.  (A process kill cannot tell synchronous=OFF from FULL; this can.) */
+static void test_told_only_after_the_wal_is_fsynced(void **state)
+{
+    shim_install();
+    char *dir = make_dir();
+    static struct sync_marks m;
+    memset(&m, 0, sizeof m);
+    struct store_options opts = { .stage_hook = sync_mark_taken, .stage_ctx = &m };
+    struct store *st = open_ok(dir, &opts);
+    struct waiter w;
+    waiter_init(&w);
+    static struct sync_ticket tk[20];
+    for (int i = 0; i < 20; i++) {
+        tk[i] = (struct sync_ticket) { { &w, i }, &m };
+        struct store_batch *b = job_batch((uint64_t) i + 1, 0, "jobs", (uint64_t) i + 1);
+        if (store_submit(st, b, sync_mark_done, &tk[i]) != 0)
+            fail_msg("store_submit: %s", strerror(errno));
+        wait_done(&w, (unsigned) i + 1);      /* one batch per transaction */
+    }
+    store_close(st);
+    shim_remove();
+    assert_int_equal(m.ntaken, 20);
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(w.status[i], STORE_OK);
+        if (m.at_done[i] <= m.at_taken[i])
+            fail_msg("batch %d was completed with no fsync of the WAL since its transaction"
+                     " began (%u fsyncs before, %u at completion)", i, m.at_taken[i],
+                     m.at_done[i]);
+    }
+    remove_dir(dir);
+}
+
+/* A write error (not a full disk) fails the transaction whole as STORE_ERR_IO; the store
+ * recovers by itself when writes succeed again. */
+static void test_io_error_fails_the_transaction_then_recovers(void **state)
+{
+    shim_install();
+    char *dir = make_dir();
+    struct store *st = open_ok(dir, NULL);
+    struct waiter w;
+    waiter_init(&w);
+    struct ticket tk[3] = { { &w, 0 }, { &w, 1 }, { &w, 2 } };
+    submit(st, job_batch(1, 100, "jobs", 1), &tk[0]);
+    wait_done(&w, 1);
+    __atomic_store_n(&fail_wal_writes, 1, __ATOMIC_RELAXED);
+    submit(st, job_batch(2, 100, "jobs", 2), &tk[1]);
+    wait_done(&w, 2);
+    __atomic_store_n(&fail_wal_writes, 0, __ATOMIC_RELAXED);
+    submit(st, job_batch(3, 100, "jobs", 3), &tk[2]);
+    wait_done(&w, 3);
+    struct store_stats ss;
+    store_stats_read(st, &ss);
+    store_close(st);
+    shim_remove();
+    assert_int_equal(w.status[0], STORE_OK);
+    if (w.status[1] != STORE_ERR_IO || strstr(w.why[1], "I/O error") == NULL)
+        fail_msg("a failed WAL write completed with status %d (%s)", w.status[1], w.why[1]);
+    assert_int_equal(w.status[2], STORE_OK);
+    assert_int_equal(ss.commits, 2);
+    assert_int_equal(ss.commits_failed, 1);
+    assert_int_equal(ss.batches_failed, 1);
+    assert_int_equal(ss.failing, 0);
+
+    st = open_ok(dir, NULL);
+    struct loaded l = { 0 };
+    load_all(st, &l);
+    assert_int_equal(l.njobs, 2);
+    assert_non_null(find_job(&l, 1));
+    assert_null(find_job(&l, 2));
+    assert_non_null(find_job(&l, 3));
+    assert_int_equal(find_counter(&l, "jobs", 0), 3);
+    loaded_free(&l);
+    store_close(st);
     remove_dir(dir);
 }
 
@@ -1182,6 +1384,8 @@ int main(void)
         cmocka_unit_test(test_pending_bound_refuses_without_waiting),
         cmocka_unit_test(test_close_drains_the_queue),
         cmocka_unit_test(test_disk_full_fails_whole_transactions_then_recovers),
+        cmocka_unit_test(test_told_only_after_the_wal_is_fsynced),
+        cmocka_unit_test(test_io_error_fails_the_transaction_then_recovers),
         cmocka_unit_test(test_refuses_a_file_that_is_not_a_database),
         cmocka_unit_test(test_refuses_a_damaged_database),
         cmocka_unit_test(test_refuses_a_newer_schema),
