@@ -770,6 +770,40 @@ static unsigned count_lines_with(const char *text, const char *needle)
     return n;
 }
 
+/* stderr goes to a file between these two: what the store logs, for the test to read. */
+struct captured {
+    int saved;
+    FILE *file;
+};
+
+static void capture_stderr(struct captured *c)
+{
+    fflush(stderr);
+    c->saved = dup(2);
+    c->file = tmpfile();
+    assert_non_null(c->file);
+    dup2(fileno(c->file), 2);
+}
+
+static void release_stderr(struct captured *c, char *text, size_t len)
+{
+    fflush(stderr);
+    dup2(c->saved, 2);
+    close(c->saved);
+    fseek(c->file, 0, SEEK_SET);
+    size_t n = fread(text, 1, len - 1, c->file);
+    text[n] = '\0';
+    fclose(c->file);
+}
+
+/* The store logs once when commits start failing and once when they succeed again. */
+static void assert_logged_once_per_change(const char *text)
+{
+    if (count_lines_with(text, "commit failed") != 1 ||
+        count_lines_with(text, "commits succeed again") != 1)
+        fail_msg("want one line on failing and one on recovering, the store logged:\n%s", text);
+}
+
 static void test_disk_full_fails_whole_transactions_then_recovers(void **state)
 {
     if (mount_ns_error[0])
@@ -777,12 +811,8 @@ static void test_disk_full_fails_whole_transactions_then_recovers(void **state)
     char *dir = make_dir();
     if (mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=2m,mode=0700") < 0)
         fail_msg("mount tmpfs on %s: %s", dir, strerror(errno));
-    /* stderr goes to a file for a while: the store must log once per state change */
-    fflush(stderr);
-    int saved_stderr = dup(2);
-    FILE *log = tmpfile();
-    assert_non_null(log);
-    dup2(fileno(log), 2);
+    struct captured log;
+    capture_stderr(&log);
 
     static struct gated h;
     gated_open(&h, dir, 0);
@@ -841,17 +871,9 @@ static void test_disk_full_fails_whole_transactions_then_recovers(void **state)
     assert_int_equal(ss.failing, 0);
     store_close(st);
 
-    fflush(stderr);
-    dup2(saved_stderr, 2);
-    close(saved_stderr);
-    char text[8192] = "";
-    fseek(log, 0, SEEK_SET);
-    size_t n = fread(text, 1, sizeof text - 1, log);
-    text[n] = '\0';
-    fclose(log);
-    if (count_lines_with(text, "commit failed") != 1 ||
-        count_lines_with(text, "commits succeed again") != 1)
-        fail_msg("want one line on failing and one on recovering, the store logged:\n%s", text);
+    char text[8192];
+    release_stderr(&log, text, sizeof text);
+    assert_logged_once_per_change(text);
 
     /* exactly what committed: 1..10 and 15 (11 only if its transaction had room) */
     st = open_ok(dir, NULL);
@@ -1025,6 +1047,8 @@ static void test_io_error_fails_the_transaction_then_recovers(void **state)
 {
     shim_install();
     char *dir = make_dir();
+    struct captured log;
+    capture_stderr(&log);
     struct store *st = open_ok(dir, NULL);
     struct waiter w;
     waiter_init(&w);
@@ -1041,6 +1065,9 @@ static void test_io_error_fails_the_transaction_then_recovers(void **state)
     store_stats_read(st, &ss);
     store_close(st);
     shim_remove();
+    char text[8192];
+    release_stderr(&log, text, sizeof text);
+    assert_logged_once_per_change(text);
     assert_int_equal(w.status[0], STORE_OK);
     if (w.status[1] != STORE_ERR_IO || strstr(w.why[1], "I/O error") == NULL)
         fail_msg("a failed WAL write completed with status %d (%s)", w.status[1], w.why[1]);
