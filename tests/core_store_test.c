@@ -40,20 +40,34 @@ static int remove_entry(const char *path, const struct stat *sb, int flag, struc
     return remove(path);
 }
 
-static char *make_dir(void)
+static void shim_reset(void);
+
+/* Every test gets a fresh directory; teardown removes it (and whatever a failed test left:
+ * a tmpfs mounted on it, the VFS shim installed) even when the test failed. */
+static int setup_dir(void **state)
 {
     const char *tmp = getenv("TMPDIR");
     char *dir;
-    if (asprintf(&dir, "%s/hodei-store-test.XXXXXX", tmp ? tmp : "/tmp") < 0 ||
-        mkdtemp(dir) == NULL)
-        fail_msg("mkdtemp: %s", strerror(errno));
-    return dir;
+    if (asprintf(&dir, "%s/hodei-store-test.XXXXXX", tmp ? tmp : "/tmp") < 0)
+        return -1;
+    if (mkdtemp(dir) == NULL) {
+        fprintf(stderr, "mkdtemp %s: %s\n", dir, strerror(errno));
+        free(dir);
+        return -1;
+    }
+    *state = dir;
+    return 0;
 }
 
-static void remove_dir(char *dir)
+static int teardown_dir(void **state)
 {
+    char *dir = *state;
+    shim_reset();
+    if (umount2(dir, MNT_DETACH) < 0 && errno != EINVAL)
+        fprintf(stderr, "umount %s: %s\n", dir, strerror(errno));
     nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
     free(dir);
+    return 0;
 }
 
 static struct timespec deadline_in(int seconds)
@@ -392,7 +406,7 @@ static struct store_job derived_job(uint64_t id, char *tenant, size_t tlen)
 
 static void test_round_trip(void **state)
 {
-    char *dir = make_dir();
+    const char *dir = *state;
     struct store *st = open_ok(dir, NULL);
     unsigned char blob[300];
     for (size_t i = 0; i < sizeof blob; i++)
@@ -440,7 +454,8 @@ static void test_round_trip(void **state)
     };
     for (size_t i = 0; i < sizeof tr / sizeof tr[0]; i++)
         assert_int_equal(store_batch_add_transition(b, &tr[i]), 0);
-    assert_int_equal(store_batch_set_counter(b, "hodei_jobs_submitted_total{tenant_id=\"acme\"}", 5), 0);
+    const char *acme = "hodei_jobs_submitted_total{tenant_id=\"acme\"}";
+    assert_int_equal(store_batch_set_counter(b, acme, 5), 0);
     assert_int_equal(store_batch_set_counter(b, "huge", UINT64_MAX), 0);
     assert_int_equal(store_batch_set_meta(b, "next_job_id", -5), 0);
     assert_int_equal(store_batch_set_meta(b, "lowest", INT64_MIN), 0);
@@ -455,7 +470,7 @@ static void test_round_trip(void **state)
     want[0].assigned_at = t + 20;
     assert_int_equal(store_batch_put_job(b, &want[0]), 0);
     assert_int_equal(store_batch_delete_job(b, 6), 0);
-    assert_int_equal(store_batch_set_counter(b, "hodei_jobs_submitted_total{tenant_id=\"acme\"}", 7), 0);
+    assert_int_equal(store_batch_set_counter(b, acme, 7), 0);
     assert_int_equal(store_batch_set_meta(b, "next_job_id", 9), 0);
     submit(st, b, &tk[1]);
     wait_done(&w, 2);
@@ -470,7 +485,7 @@ static void test_round_trip(void **state)
     assert_string_equal(l.seq, "MMCCJJJJJ");
     assert_int_equal(find_meta(&l, "next_job_id", 0), 9);
     assert_true(find_meta(&l, "lowest", 0) == INT64_MIN);
-    assert_int_equal(find_counter(&l, "hodei_jobs_submitted_total{tenant_id=\"acme\"}", 0), 7);
+    assert_int_equal(find_counter(&l, acme, 0), 7);
     assert_true(find_counter(&l, "huge", 0) == UINT64_MAX);
     const size_t order[] = { 0, 1, 2, 4, 3 };     /* ids 1, 2, INT64_MAX; then 4 (t+10), 3 (t+50) */
     assert_int_equal(l.njobs, 5);
@@ -506,14 +521,14 @@ static void test_round_trip(void **state)
     assert_int_equal(sqlite3_step(s), SQLITE_DONE);
     sqlite3_finalize(s);
     sqlite3_close(db);
-    remove_dir(dir);
 }
 
 /* Bad records are refused at the batch, which stays as it was. */
 static void test_bad_records_refused(void **state)
 {
     struct store_batch *b = store_batch_new();
-    struct store_job j = { .id = 1, .tenant_id = "t", .name = "n", .command = "c", .state = "queued" };
+    struct store_job j = { .id = 1, .tenant_id = "t", .name = "n", .command = "c",
+                           .state = "queued" };
     assert_int_equal(store_batch_put_job(b, &j), 0);
     struct store_job bad = j;
     bad.id = 0;
@@ -552,7 +567,7 @@ static void test_bad_records_refused(void **state)
 
 static void test_group_commit_merges_waiting_batches(void **state)
 {
-    char *dir = make_dir();
+    const char *dir = *state;
     static struct gated h;
     gated_open(&h, dir, 0);
     struct gate *g = &h.g;
@@ -597,14 +612,13 @@ static void test_group_commit_merges_waiting_batches(void **state)
     assert_int_equal(ss.commits_failed, 0);
     assert_int_equal(ss.pending_bytes, 0);
     store_close(st);
-    remove_dir(dir);
 }
 
 /* The queue is bounded: past max_pending_bytes, store_submit refuses at once (EAGAIN) and
  * the caller keeps its batch; it is accepted again once the queue drained. */
 static void test_pending_bound_refuses_without_waiting(void **state)
 {
-    char *dir = make_dir();
+    const char *dir = *state;
     static struct gated h;
     gated_open(&h, dir, 16384);
     struct gate *g = &h.g;
@@ -642,13 +656,12 @@ static void test_pending_bound_refuses_without_waiting(void **state)
     for (int i = 0; i <= accepted; i++)
         assert_int_equal(w.status[i], STORE_OK);
     store_close(st);
-    remove_dir(dir);
 }
 
 /* store_close commits everything accepted before it returns. */
 static void test_close_drains_the_queue(void **state)
 {
-    char *dir = make_dir();
+    const char *dir = *state;
     struct store *st = open_ok(dir, NULL);
     struct waiter w;
     waiter_init(&w);
@@ -673,7 +686,6 @@ static void test_close_drains_the_queue(void **state)
         assert_int_equal(l.jobs[i].j.id, i + 1);
     loaded_free(&l);
     store_close(st);
-    remove_dir(dir);
 }
 
 /* ---- disk full ---------------------------------------------------------------------- */
@@ -808,7 +820,7 @@ static void test_disk_full_fails_whole_transactions_then_recovers(void **state)
 {
     if (mount_ns_error[0])
         fail_msg("a size-limited tmpfs needs a private mount namespace: %s", mount_ns_error);
-    char *dir = make_dir();
+    const char *dir = *state;
     if (mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=2m,mode=0700") < 0)
         fail_msg("mount tmpfs on %s: %s", dir, strerror(errno));
     struct captured log;
@@ -890,9 +902,6 @@ static void test_disk_full_fails_whole_transactions_then_recovers(void **state)
     assert_int_equal(find_meta(&l, "next_job_id", 0), 16);
     loaded_free(&l);
     store_close(st);
-    if (umount2(dir, MNT_DETACH) < 0)
-        fail_msg("umount %s: %s", dir, strerror(errno));
-    remove_dir(dir);
 }
 
 /* ---- fsync before told, I/O errors: a VFS that wraps SQLite's own -------------------- */
@@ -912,22 +921,70 @@ struct shim_file {
 #define REAL(f) (((struct shim_file *) (f))->real)
 #define CALL(f, method, ...) REAL(f)->pMethods->method(REAL(f), __VA_ARGS__)
 
-static int shim_close(sqlite3_file *f) { return REAL(f)->pMethods->xClose(REAL(f)); }
-static int shim_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o) { return CALL(f, xRead, b, n, o); }
-static int shim_truncate(sqlite3_file *f, sqlite3_int64 n) { return CALL(f, xTruncate, n); }
-static int shim_size(sqlite3_file *f, sqlite3_int64 *n) { return CALL(f, xFileSize, n); }
-static int shim_lock(sqlite3_file *f, int l) { return CALL(f, xLock, l); }
-static int shim_unlock(sqlite3_file *f, int l) { return CALL(f, xUnlock, l); }
-static int shim_reserved(sqlite3_file *f, int *r) { return CALL(f, xCheckReservedLock, r); }
-static int shim_control(sqlite3_file *f, int op, void *a) { return CALL(f, xFileControl, op, a); }
-static int shim_sector(sqlite3_file *f) { return REAL(f)->pMethods->xSectorSize(REAL(f)); }
-static int shim_device(sqlite3_file *f) { return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f)); }
-static int shim_shm_map(sqlite3_file *f, int pg, int sz, int ext, void volatile **pp) { return CALL(f, xShmMap, pg, sz, ext, pp); }
-static int shim_shm_lock(sqlite3_file *f, int o, int n, int fl) { return CALL(f, xShmLock, o, n, fl); }
-static void shim_shm_barrier(sqlite3_file *f) { REAL(f)->pMethods->xShmBarrier(REAL(f)); }
-static int shim_shm_unmap(sqlite3_file *f, int del) { return CALL(f, xShmUnmap, del); }
-static int shim_fetch(sqlite3_file *f, sqlite3_int64 o, int n, void **pp) { return CALL(f, xFetch, o, n, pp); }
-static int shim_unfetch(sqlite3_file *f, sqlite3_int64 o, void *p) { return CALL(f, xUnfetch, o, p); }
+static int shim_close(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xClose(REAL(f));
+}
+static int shim_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o)
+{
+    return CALL(f, xRead, b, n, o);
+}
+static int shim_truncate(sqlite3_file *f, sqlite3_int64 n)
+{
+    return CALL(f, xTruncate, n);
+}
+static int shim_size(sqlite3_file *f, sqlite3_int64 *n)
+{
+    return CALL(f, xFileSize, n);
+}
+static int shim_lock(sqlite3_file *f, int l)
+{
+    return CALL(f, xLock, l);
+}
+static int shim_unlock(sqlite3_file *f, int l)
+{
+    return CALL(f, xUnlock, l);
+}
+static int shim_reserved(sqlite3_file *f, int *r)
+{
+    return CALL(f, xCheckReservedLock, r);
+}
+static int shim_control(sqlite3_file *f, int op, void *a)
+{
+    return CALL(f, xFileControl, op, a);
+}
+static int shim_sector(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xSectorSize(REAL(f));
+}
+static int shim_device(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
+}
+static int shim_shm_map(sqlite3_file *f, int pg, int sz, int ext, void volatile **pp)
+{
+    return CALL(f, xShmMap, pg, sz, ext, pp);
+}
+static int shim_shm_lock(sqlite3_file *f, int o, int n, int fl)
+{
+    return CALL(f, xShmLock, o, n, fl);
+}
+static void shim_shm_barrier(sqlite3_file *f)
+{
+    REAL(f)->pMethods->xShmBarrier(REAL(f));
+}
+static int shim_shm_unmap(sqlite3_file *f, int del)
+{
+    return CALL(f, xShmUnmap, del);
+}
+static int shim_fetch(sqlite3_file *f, sqlite3_int64 o, int n, void **pp)
+{
+    return CALL(f, xFetch, o, n, pp);
+}
+static int shim_unfetch(sqlite3_file *f, sqlite3_int64 o, void *p)
+{
+    return CALL(f, xUnfetch, o, p);
+}
 
 static int shim_write(sqlite3_file *f, const void *b, int n, sqlite3_int64 o)
 {
@@ -983,6 +1040,13 @@ static void shim_remove(void)
     assert_true(sqlite3_vfs_find(NULL) == real_vfs);
 }
 
+static void shim_reset(void)
+{
+    __atomic_store_n(&fail_wal_writes, 0, __ATOMIC_RELAXED);
+    if (sqlite3_vfs_find(shim_vfs.zName ? shim_vfs.zName : "hodei-test-shim") == &shim_vfs)
+        sqlite3_vfs_unregister(&shim_vfs);
+}
+
 /* WAL fsyncs seen when a transaction began and when each completion ran. */
 struct sync_marks {
     unsigned at_taken[MAX_TICKETS], at_done[MAX_TICKETS];
@@ -1013,7 +1077,7 @@ static void sync_mark_done(void *ctx, enum store_status status, const char *why)
 static void test_told_only_after_the_wal_is_fsynced(void **state)
 {
     shim_install();
-    char *dir = make_dir();
+    const char *dir = *state;
     static struct sync_marks m;
     memset(&m, 0, sizeof m);
     struct store_options opts = { .stage_hook = sync_mark_taken, .stage_ctx = &m };
@@ -1038,7 +1102,6 @@ static void test_told_only_after_the_wal_is_fsynced(void **state)
                      " began (%u fsyncs before, %u at completion)", i, m.at_taken[i],
                      m.at_done[i]);
     }
-    remove_dir(dir);
 }
 
 /* A write error (not a full disk) fails the transaction whole as STORE_ERR_IO; the store
@@ -1046,7 +1109,7 @@ static void test_told_only_after_the_wal_is_fsynced(void **state)
 static void test_io_error_fails_the_transaction_then_recovers(void **state)
 {
     shim_install();
-    char *dir = make_dir();
+    const char *dir = *state;
     struct captured log;
     capture_stderr(&log);
     struct store *st = open_ok(dir, NULL);
@@ -1087,7 +1150,6 @@ static void test_io_error_fails_the_transaction_then_recovers(void **state)
     assert_int_equal(find_counter(&l, "jobs", 0), 3);
     loaded_free(&l);
     store_close(st);
-    remove_dir(dir);
 }
 
 /* ---- refusing to open --------------------------------------------------------------- */
@@ -1158,7 +1220,7 @@ static void fill_store(const char *dir, unsigned jobs)
 
 static void test_refuses_a_file_that_is_not_a_database(void **state)
 {
-    char *dir = make_dir();
+    const char *dir = *state;
     char path[4096];
     snprintf(path, sizeof path, "%s/hodei.db", dir);
     char junk[8192];
@@ -1166,12 +1228,11 @@ static void test_refuses_a_file_that_is_not_a_database(void **state)
         junk[i] = "not a database, just bytes\n"[i % 27];
     write_file(path, junk, sizeof junk, 0);
     assert_refused(dir, "file is not a database");
-    remove_dir(dir);
 }
 
 static void test_refuses_a_damaged_database(void **state)
 {
-    char *dir = make_dir();
+    const char *dir = *state;
     fill_store(dir, 3000);
     char path[4096];
     snprintf(path, sizeof path, "%s/hodei.db", dir);
@@ -1182,7 +1243,6 @@ static void test_refuses_a_damaged_database(void **state)
     memset(page, 0xa5, sizeof page);
     write_file(path, page, sizeof page, 20 * 4096);    /* a b-tree page in the middle */
     assert_refused(dir, "damaged database");
-    remove_dir(dir);
 }
 
 static void set_user_version(const char *dir, int version, const char *extra_sql)
@@ -1199,24 +1259,22 @@ static void set_user_version(const char *dir, int version, const char *extra_sql
 
 static void test_refuses_a_newer_schema(void **state)
 {
-    char *dir = make_dir();
+    const char *dir = *state;
     fill_store(dir, 10);
     set_user_version(dir, STORE_SCHEMA_VERSION + 1, "");
     assert_refused(dir, "schema version 2 is newer than this program's (1)");
-    remove_dir(dir);
 }
 
 static void test_refuses_a_foreign_database(void **state)
 {
-    char *dir = make_dir();
+    const char *dir = *state;
     set_user_version(dir, 0, "CREATE TABLE photos (id INTEGER PRIMARY KEY, data BLOB);");
     assert_refused(dir, "not a Hodei state database");
-    remove_dir(dir);
 }
 
 static void test_refuses_a_second_opener(void **state)
 {
-    char *dir = make_dir();
+    const char *dir = *state;
     struct store *st = open_ok(dir, NULL);
     char err[512] = "";
     assert_null(store_open(dir, NULL, err, sizeof err));
@@ -1227,7 +1285,6 @@ static void test_refuses_a_second_opener(void **state)
     store_close(st);
     st = open_ok(dir, NULL);          /* and the lock goes with the store */
     store_close(st);
-    remove_dir(dir);
 }
 
 /* ---- crash -------------------------------------------------------------------------- */
@@ -1335,9 +1392,8 @@ static int read_record(int fd, uint64_t *v)
     return 0;
 }
 
-static void crash_at(enum store_stage die_at)
+static void crash_at(const char *dir, enum store_stage die_at)
 {
-    char *dir = make_dir();
     int p[2];
     assert_int_equal(pipe(p), 0);
     fflush(NULL);
@@ -1385,41 +1441,41 @@ static void crash_at(enum store_stage die_at)
     assert_int_equal(find_meta(&l, "next_job_id", 0), want + 1);
     loaded_free(&l);
     store_close(st);
-    remove_dir(dir);
 }
 
 /* Killed with every operation written but COMMIT not issued: the transaction is gone whole,
  * everything acknowledged before it is there. */
 static void test_crash_before_commit_keeps_the_acknowledged(void **state)
 {
-    crash_at(STORE_STAGE_WRITTEN);
+    crash_at(*state, STORE_STAGE_WRITTEN);
 }
 
 /* Killed after COMMIT returned, before any completion: committed but never told — there. */
 static void test_crash_after_commit_keeps_the_committed(void **state)
 {
-    crash_at(STORE_STAGE_COMMITTED);
+    crash_at(*state, STORE_STAGE_COMMITTED);
 }
 
 int main(void)
 {
     enter_private_mount_namespace();
+#define WITH_DIR(test) cmocka_unit_test_setup_teardown(test, setup_dir, teardown_dir)
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),
-        cmocka_unit_test(test_bad_records_refused),
-        cmocka_unit_test(test_group_commit_merges_waiting_batches),
-        cmocka_unit_test(test_pending_bound_refuses_without_waiting),
-        cmocka_unit_test(test_close_drains_the_queue),
-        cmocka_unit_test(test_disk_full_fails_whole_transactions_then_recovers),
-        cmocka_unit_test(test_told_only_after_the_wal_is_fsynced),
-        cmocka_unit_test(test_io_error_fails_the_transaction_then_recovers),
-        cmocka_unit_test(test_refuses_a_file_that_is_not_a_database),
-        cmocka_unit_test(test_refuses_a_damaged_database),
-        cmocka_unit_test(test_refuses_a_newer_schema),
-        cmocka_unit_test(test_refuses_a_foreign_database),
-        cmocka_unit_test(test_refuses_a_second_opener),
-        cmocka_unit_test(test_crash_before_commit_keeps_the_acknowledged),
-        cmocka_unit_test(test_crash_after_commit_keeps_the_committed),
+        WITH_DIR(test_round_trip),
+        WITH_DIR(test_bad_records_refused),
+        WITH_DIR(test_group_commit_merges_waiting_batches),
+        WITH_DIR(test_pending_bound_refuses_without_waiting),
+        WITH_DIR(test_close_drains_the_queue),
+        WITH_DIR(test_disk_full_fails_whole_transactions_then_recovers),
+        WITH_DIR(test_told_only_after_the_wal_is_fsynced),
+        WITH_DIR(test_io_error_fails_the_transaction_then_recovers),
+        WITH_DIR(test_refuses_a_file_that_is_not_a_database),
+        WITH_DIR(test_refuses_a_damaged_database),
+        WITH_DIR(test_refuses_a_newer_schema),
+        WITH_DIR(test_refuses_a_foreign_database),
+        WITH_DIR(test_refuses_a_second_opener),
+        WITH_DIR(test_crash_before_commit_keeps_the_acknowledged),
+        WITH_DIR(test_crash_after_commit_keeps_the_committed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
