@@ -455,7 +455,8 @@ int main(int argc, char **argv)
                 dr = d[i];
         printf("%10u | %9.0f | %7.0f | %12.2fx | %17.1fx | %11.1f | %8.2f / %6.2f |"
                " %10.2f / %6.2f\n", threads[t], dmed, mmed, dmed / mmed, dmed / fsyncs,
-               dr.jobs_per_commit, dr.commit_p50 * 1e3, dr.commit_p99 * 1e3, dr.lat_p50 * 1e3, dr.lat_p99 * 1e3);
+               dr.jobs_per_commit, dr.commit_p50 * 1e3, dr.commit_p99 * 1e3, dr.lat_p50 * 1e3,
+               dr.lat_p99 * 1e3);
     }
     restart(disk_root);
     return 0;
