@@ -509,7 +509,8 @@ static void commit_list(struct store *st, struct store_batch *list)
     pthread_mutex_unlock(&st->lock);
     for (struct store_batch *b = list, *next; b != NULL; b = next) {
         next = b->next;
-        b->done(b->done_ctx, c.status, why);
+        if (b->done != NULL)
+            b->done(b->done_ctx, c.status, why);
         store_batch_free(b);
     }
 }
