@@ -15,9 +15,12 @@
  * a later batch after a failed one, leaves a consistent row.
  *
  * Failing.  When a transaction fails (disk full, I/O error, ...) it is rolled back whole and
- * every batch in it completes with that status: nothing of it is stored.  The store logs once
- * when commits start failing and once when they succeed again; it keeps taking batches, and
- * the next transaction is tried afresh, so it recovers by itself when the disk does.
+ * every batch in it completes with that status: nothing of it is stored.  (One exception, as
+ * in any database: when the disk fails the final fsync itself, the transaction may still be
+ * found after a restart — committed but never told, like a crash right after COMMIT.  What a
+ * completion reported as committed is never lost.)  The store logs once when commits start
+ * failing and once when they succeed again; it keeps taking batches, and the next
+ * transaction is tried afresh, so it recovers by itself when the disk does.
  *
  * Threads:
  *
@@ -35,9 +38,10 @@
  * exactly once for every batch store_submit accepted, after its transaction committed or
  * rolled back and before the next transaction begins.  It must be short (the next commit
  * waits for it), must not call store_close, and may call store_batch_* and store_submit (that
- * batch goes into a later transaction).  Memory order: everything the committer wrote
- * happens-before the completion; everything the submitter did before store_submit
- * happens-before the committer reads the batch (the queue's mutex orders both).
+ * batch goes into a later transaction).  Completions run in submission order across
+ * transactions too.  Memory order: what a caller wrote before store_submit happens-before
+ * the committer reads the batch (the queue's mutex); a completion that wakes another thread
+ * must publish the result with its own synchronization (a semaphore, a mutex).
  */
 #ifndef HODEI_CORE_STORE_H
 #define HODEI_CORE_STORE_H
