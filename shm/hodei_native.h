@@ -5,9 +5,9 @@
  *
  * Buckets.  At schema s the base is 2^(2^-s); bucket k holds the observations v with
  * base^(k-1) < v <= base^k.  The bounds are Prometheus's own (client_golang and the server
- * share one table of 2^(i/8)/2 values, 0 <= i < 8, scaled by frexp's exponent), so a value
- * equal to a bound lands in the bucket Prometheus would put it in, including the one table
- * entry, 2^(1/8)/2, that is rounded up rather than down.  A power of two 2^j is the upper
+ * share one table of 2^(i/8)/2 values, 0 <= i < 8, scaled by frexp's exponent), so a value at
+ * or next to a bound lands in the bucket Prometheus puts it in, also at the three doubles per
+ * octave where that table and exact arithmetic disagree.  A power of two 2^j is the upper
  * bound of bucket j * 2^s.  Observations v <= zero_threshold go to the zero bucket.
  *
  * Recording starts at schema 3 (growth factor 2^(1/8), at most 4.4% relative error for a
@@ -61,9 +61,10 @@
 #define HODEI_NATIVE_SCHEMA      3       /* where recording starts */
 #define HODEI_NATIVE_SCHEMA_MIN  (-4)    /* the lowest exponential schema Prometheus knows */
 /* Width of the bucket window: 160 indexes cover 20 doublings (a ratio of about 1:10^6) at
- * schema 3, e.g. 60 ns .. 62 ms or 1 us .. 1 s, before any resolution is given up.  It is the
- * OpenTelemetry SDKs' default limit for exponential histograms, so Prometheus setups sized for
- * those are sized for these. */
+ * schema 3, e.g. 60 ns .. 62 ms or 1 us .. 1 s, before any resolution is given up; it is also
+ * the OpenTelemetry SDKs' default for the same kind of histogram.  It bounds what a series
+ * costs everywhere: 1,280 bytes recorded, HODEI_NATIVE_ENCODED_MAX encoded, 160 buckets in a
+ * scrape. */
 #define HODEI_NATIVE_BUCKETS_MAX 160
 /* Zero threshold for durations in seconds: 2^-24 s, about 60 ns.  Anything shorter is below
  * what two CLOCK_MONOTONIC reads resolve (each costs 20-30 ns), while 1 us lies 4 doublings
