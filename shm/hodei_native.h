@@ -108,8 +108,8 @@ int hodei_native_observe(struct hodei_native *h, double v);
  * (then *copy is unspecified: keep using the previous copy).  *copy is private afterwards. */
 int hodei_native_read(const struct hodei_native *live, struct hodei_native *copy);
 
-/* Bucket index of a finite v > 0 at schema (HODEI_NATIVE_SCHEMA_MIN .. HODEI_NATIVE_SCHEMA), the same
- * index Prometheus computes. */
+/* Bucket index of a finite v > 0 at schema (HODEI_NATIVE_SCHEMA_MIN .. HODEI_NATIVE_SCHEMA),
+ * the same index Prometheus computes. */
 int32_t hodei_native_key(double v, int schema);
 
 /* ---- encoding ------------------------------------------------------------------------- */

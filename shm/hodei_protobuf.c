@@ -27,7 +27,8 @@ enum { TIMESTAMP_SECONDS = 1, TIMESTAMP_NANOS = 2 };
 #define TAG(field, wire) ((unsigned char) ((field) << 3 | (wire)))
 
 static const unsigned char metric_type[] = {
-    [HODEI_COUNTER] = TYPE_COUNTER, [HODEI_GAUGE] = TYPE_GAUGE, [HODEI_HISTOGRAM] = TYPE_HISTOGRAM };
+    [HODEI_COUNTER] = TYPE_COUNTER, [HODEI_GAUGE] = TYPE_GAUGE,
+    [HODEI_HISTOGRAM] = TYPE_HISTOGRAM };
 
 static inline uint64_t zigzag(int64_t v)
 {

@@ -1,4 +1,4 @@
-/* hodei_render.c — text 0.0.4, OpenMetrics 1.0 and protobuf expositions of validated snapshots. */
+/* hodei_render.c — text 0.0.4, OpenMetrics 1.0 and protobuf renderings of validated snapshots. */
 #include "hodei_render.h"
 #include "hodei_protobuf.h"
 

@@ -67,16 +67,18 @@ struct hodei_exemplar {
 /* What a histogram series carries beyond its classic buckets. */
 struct hodei_series_extra {
     const struct hodei_native_view *native;   /* validated native histogram, or NULL */
-    const struct hodei_exemplar *exemplars;   /* NULL, or nbuckets + 1: classic bucket k, +Inf last */
+    const struct hodei_exemplar *exemplars;   /* NULL, or nbuckets + 1 of them: one per
+                                                 classic bucket, +Inf last */
 };
 
 /* Asked for each histogram series by the formats that carry extras (protobuf today, twice per
  * series: a family is sized before it is written), with the same arguments each time, which
- * must get the same answer.  Called from the rendering thread.  *out is zeroed before the call; what it points to must stay valid until the next call or
- * until hodei_render returns.  Within one family, either every series has a native part or
- * none has (Prometheus decides by the first one).  When native is set, the native count and
- * sum are the series' count and sum: take the classic and native copies together, so that
- * they describe the same observations. */
+ * must get the same answer.  Called from the rendering thread.  *out is zeroed before the
+ * call; what it points to must stay valid until the next call or until hodei_render returns.
+ * Within one family, either every series has a native part or none has (Prometheus decides by
+ * the first one).  When native is set, the native count and sum are the series' count and
+ * sum: take the classic and native copies together, so that they describe the same
+ * observations. */
 typedef void hodei_series_extra_fn(void *ctx, const struct hodei_snapshot *snap,
                                    enum hodei_family_id id, uint32_t series,
                                    struct hodei_series_extra *out);

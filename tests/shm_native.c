@@ -838,8 +838,8 @@ static void test_negotiation(void **state)
     assert_int_equal(NEG("*/*", pb), HODEI_FMT_TEXT);
     assert_int_equal(NEG("application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily;"
                          " encoding=delimited", pb), HODEI_FMT_PROTOBUF);
-    assert_int_equal(NEG("Application/Vnd.Google.Protobuf;PROTO=\"io.prometheus.client.MetricFamily\";"
-                         "Encoding=\"delimited\"", pb), HODEI_FMT_PROTOBUF);
+    assert_int_equal(NEG("Application/Vnd.Google.Protobuf;PROTO=\"io.prometheus.client."
+                         "MetricFamily\";Encoding=\"delimited\"", pb), HODEI_FMT_PROTOBUF);
     /* another encoding, another message, or none said: not what we write */
     assert_int_equal(NEG("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;"
                          "encoding=text", pb), HODEI_FMT_TEXT);

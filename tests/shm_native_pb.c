@@ -1,7 +1,7 @@
 /*
- * shm_native_pb OUT EXPECT [ENCODED] — renders a populated snapshot in the protobuf format with native
- * histograms and exemplars attached to the daemon's three histograms, and writes what it fed
- * in, for tests/shm_protobuf.t to compare against an independent decoding:
+ * shm_native_pb OUT EXPECT [ENCODED] — renders a populated snapshot in the protobuf format with
+ * native histograms and exemplars attached to the daemon's three histograms, and writes what
+ * it fed in, for tests/shm_protobuf.t to compare against an independent decoding:
  *
  *   observe      FAMILY VALUE                      every observation, in order (%.17g)
  *   threshold    FAMILY ZERO_THRESHOLD

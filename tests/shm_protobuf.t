@@ -26,7 +26,9 @@ package io.prometheus.client;
 
 message Timestamp { optional int64 seconds = 1; optional int32 nanos = 2; }
 message LabelPair { optional string name = 1; optional string value = 2; }
-enum MetricType { COUNTER = 0; GAUGE = 1; SUMMARY = 2; UNTYPED = 3; HISTOGRAM = 4; GAUGE_HISTOGRAM = 5; }
+enum MetricType {
+  COUNTER = 0; GAUGE = 1; SUMMARY = 2; UNTYPED = 3; HISTOGRAM = 4; GAUGE_HISTOGRAM = 5;
+}
 message Gauge { optional double value = 1; }
 message Counter {
   optional double value = 1;
@@ -166,9 +168,11 @@ for mf in fams:
             parsed[(mf.name, labels)] = m.gauge.value
         else:
             h = m.histogram
+            def bucket(bound):
+                return (mf.name + "_bucket", tuple(sorted(labels + (("le", bound),))))
             for b in h.bucket:
-                parsed[(mf.name + "_bucket", tuple(sorted(labels + (("le", le(b.upper_bound)),))))] = b.cumulative_count
-            parsed.setdefault((mf.name + "_bucket", tuple(sorted(labels + (("le", "inf"),)))), h.sample_count)
+                parsed[bucket(le(b.upper_bound))] = b.cumulative_count
+            parsed.setdefault(bucket("inf"), h.sample_count)
             parsed[(mf.name + "_count", labels)] = h.sample_count
             parsed[(mf.name + "_sum", labels)] = h.sample_sum
             if h.HasField("created_timestamp"):
@@ -209,8 +213,10 @@ substr($bytes, $value_at + 7, 1) = chr(ord(substr($bytes, $value_at + 7, 1)) ^ 0
 open(my $bad, '>', "$dir/bad.pb") or die;
 print $bad $bytes;
 close $bad;
-$out = `$python $dir/compare_fill.py $dir $dir/bad.pb $dir/written.tsv $dir/families.tsv 2>/dev/null`;
-is((split ' ', $out // '')[5], 1, 'one changed byte in the stream is one wrong value (the check can fail)');
+$out = `$python $dir/compare_fill.py $dir $dir/bad.pb $dir/written.tsv $dir/families.tsv `
+     . '2>/dev/null';
+is((split ' ', $out // '')[5], 1,
+   'one changed byte in the stream is one wrong value (the check can fail)');
 
 is(system("$build/hodei-metrics --protobuf $dir/missing > /dev/null 2>&1") >> 8, 1,
    'a missing segment exits 1');
@@ -307,8 +313,10 @@ for name, zt in threshold.items():
         if le in seen:
             errors.append(f"{name}: the refused exemplar of le={le} was rendered")
     checked += 1
-print(checked, buckets_checked, len(errors), fams["hodei_scheduling_latency_seconds"].metric[0].histogram.schema,
-      fams["hodei_queue_wait_time_seconds"].metric[0].histogram.schema)
+def schema_of(name):
+    return fams[name].metric[0].histogram.schema
+print(checked, buckets_checked, len(errors), schema_of("hodei_scheduling_latency_seconds"),
+      schema_of("hodei_queue_wait_time_seconds"))
 for e in errors[:10]:
     print(e, file=sys.stderr)
 PY
@@ -322,6 +330,7 @@ is($hists, 3, 'three native histograms checked');
 cmp_ok($nbuckets, '>', 100, "$nbuckets populated buckets recomputed from the observations");
 is($errors, 0, 'schema, zero bucket, count, sum, every bucket and every exemplar are as written');
 is($lat_schema, 3, 'scheduling latency keeps schema 3');
-cmp_ok($wait_schema // 3, '<', 3, "queue wait, 10 us .. 10^4 s, was reduced to schema $wait_schema");
+cmp_ok($wait_schema // 3, '<', 3,
+       "queue wait, 10 us .. 10^4 s, was reduced to schema $wait_schema");
 
 done_testing();

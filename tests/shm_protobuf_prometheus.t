@@ -75,8 +75,9 @@ while (time < $deadline) {
 cmp_ok($scrapes, '>=', 2, "Prometheus scraped at least twice ($scrapes)");
 is(query('up{job="hodei-server"}'), '1', 'up is 1: the stream parsed')
     or diag(`grep -i error $TMP/prometheus.log | tail -5`);
-like((split /\n/, slurp("$TMP/accept.log"))[0] // '',
-     qr{^application/vnd\.google\.protobuf;proto=io\.prometheus\.client\.MetricFamily;encoding=delimited,},
+my $protobuf = 'application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;'
+               . 'encoding=delimited,';
+like((split /\n/, slurp("$TMP/accept.log"))[0] // '', qr{^\Q$protobuf\E},
      'Prometheus asks for the delimited protobuf format first');
 
 # what went in
