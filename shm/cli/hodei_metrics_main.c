@@ -1,8 +1,10 @@
 /*
- * hodei-metrics [--openmetrics] [--stale-after SECONDS] PATH
+ * hodei-metrics [--openmetrics | --protobuf] [--stale-after SECONDS] PATH
  *
  * Renders a segment to stdout with the same renderer nginx uses, for operators debugging
- * without nginx and for tests.  A missing or invalid segment exits 1 with the reason.
+ * without nginx and for tests.  --protobuf writes the binary, length-delimited protobuf
+ * exposition (what Prometheus gets with native histograms on).  A missing or invalid segment
+ * exits 1 with the reason.
  */
 #include <math.h>
 #include <stdio.h>
@@ -26,7 +28,8 @@ static int flush_stdout(struct hodei_sink *s)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: hodei-metrics [--openmetrics] [--stale-after SECONDS] PATH\n");
+    fprintf(stderr,
+            "usage: hodei-metrics [--openmetrics | --protobuf] [--stale-after SECONDS] PATH\n");
     exit(2);
 }
 
@@ -39,6 +42,8 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--openmetrics") == 0)
             fmt = HODEI_FMT_OPENMETRICS;
+        else if (strcmp(argv[i], "--protobuf") == 0)
+            fmt = HODEI_FMT_PROTOBUF;
         else if (strcmp(argv[i], "--stale-after") == 0 && i + 1 < argc)
             stale_after = strtod(argv[++i], NULL);
         else if (argv[i][0] == '-' || path)
