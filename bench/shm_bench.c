@@ -77,9 +77,10 @@ static void run(size_t target)
     struct hodei_seg_reader r;
     struct hodei_snapshot snap;
     const char *why;
+    hodei_seg_reader_init(&r);
     if (len == 0 || hodei_seg_create(&w, path, 3, len, err, sizeof(err)) != 0
-        || hodei_seg_publish(&w, payload, len) != 0 || hodei_seg_open(&r, path) != HODEI_SEG_OK
-        || hodei_seg_read(&r, &snap, NULL, &why) != HODEI_SEG_OK) {
+        || hodei_seg_publish(&w, payload, len) != 0
+        || hodei_seg_load(&r, path, &snap, NULL, &why) != HODEI_SEG_OK) {
         fprintf(stderr, "setup failed: %s\n", err);
         exit(1);
     }
@@ -108,7 +109,7 @@ static void run(size_t target)
             hodei_seg_publish(&w, payload, len);
         double t3 = now_ns();
         for (int i = 0; i < inner; i++)
-            hodei_seg_read(&r, &snap, NULL, &why);
+            hodei_seg_load(&r, path, &snap, NULL, &why);
         double t4 = now_ns();
         t_memcpy[rep] = (t1 - t0) / inner;
         t_render[rep] = (t2 - t1) / inner;
@@ -121,7 +122,7 @@ static void run(size_t target)
            "render/memcpy %5.1fx | publish %7.1f us | read+validate %7.1f us | segment %6.2f MiB\n",
            samples, rd / 1e3, rd / samples, text_len / rd * 1e3, mc / 1e3, rd / mc, pub / 1e3,
            rv / 1e3, w.size / 1048576.0);
-    hodei_seg_unmap(&r);
+    hodei_seg_reader_free(&r);
     hodei_seg_close(&w);
     unlink(path);
     free(payload);

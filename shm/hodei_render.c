@@ -208,7 +208,7 @@ static size_t format_labels(char *buf, const struct family_ctx *c,
         size_t len;
         const char *v = hodei_series_label(snap, rec, i, &len);
         *p++ = i ? ',' : '{';
-        memcpy(p, c->f->labels[i], c->label_len[i]);
+        memcpy(p, hodei_label_name(c->f, i), c->label_len[i]);
         p += c->label_len[i];
         *p++ = '=';
         *p++ = '"';
@@ -378,7 +378,7 @@ int hodei_render(struct hodei_sink *sink, enum hodei_format fmt,
         const struct hodei_family *f = &hodei_families[id];
         struct family_ctx c = { .s = sink, .fmt = fmt, .f = f, .base_len = f->name_len };
         for (unsigned l = 0; l < f->nlabels; l++)
-            c.label_len[l] = strlen(f->labels[l]);
+            c.label_len[l] = strlen(hodei_label_name(f, l));
         if (fmt == HODEI_FMT_OPENMETRICS && f->type == HODEI_COUNTER)
             c.base_len -= sizeof("_total") - 1;   /* OpenMetrics names the family without it */
         if (reserve(sink) != 0)

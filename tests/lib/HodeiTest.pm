@@ -2,7 +2,8 @@ package HodeiTest;
 # What the integration tests and benchmarks share: a temp dir, programs started in the
 # background (every one stopped when the script ends, dies or is interrupted), waiting for
 # ports, JSON over HTTP, the scheduler daemon, nginx with the module, the exposition, and the
-# family list read from the one schema (shm/hodei_schema.c).  TAP comes from Test::More.
+# one schema (shm/hodei_schema.c) as build/hodei-metrics --families prints it.  TAP comes from
+# Test::More.
 #
 # Loading it makes the project root the working directory: every path below is relative to it.
 use strict;
@@ -20,7 +21,7 @@ use Time::HiRes qw(sleep time);
 use Exporter 'import';
 
 our @EXPORT = qw(
-    $TMP root slurp families
+    $TMP root slurp schema families label_values
     spawn wait_exit stop run
     port_open wait_port
     to_json from_json http_get call
@@ -41,14 +42,25 @@ sub slurp {
     return scalar(<$fh>) // '';
 }
 
+# The schema as build/hodei-metrics --families prints it: { families => [...], label_kinds => [...] }.
+my $SCHEMA;
+sub schema {
+    $SCHEMA //= JSON::PP->new->decode(scalar `build/hodei-metrics --families`
+                                      // die "build/hodei-metrics --families: $!");
+    return $SCHEMA;
+}
+
 # [name, type] of every family, in schema order.
 sub families {
-    my $src = slurp('shm/hodei_schema.c') or die "shm/hodei_schema.c: cannot read";
-    my @f;
-    while ($src =~ /NAME\("(\w+)"\).*?\.type = HODEI_(\w+)/sg) {
-        push @f, [$1, lc $2];
-    }
-    return @f;
+    return map { [$_->{name}, $_->{type}] } @{ schema()->{families} };
+}
+
+# The values a label kind takes when they are a fixed set (e.g. 'event_type'), in order.
+sub label_values {
+    my ($kind) = @_;
+    my ($k) = grep { $_->{kind} eq $kind } @{ schema()->{label_kinds} };
+    die "no label kind $kind" unless $k;
+    return @{ $k->{values} };
 }
 
 # ---- processes ------------------------------------------------------------------------------
