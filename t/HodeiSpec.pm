@@ -30,7 +30,9 @@ $ENV{TEST_NGINX_HODEI_DIR} = File::Temp::tempdir('hodei-t-XXXXXX', TMPDIR => 1, 
 our $seg = "$ENV{TEST_NGINX_HODEI_DIR}/seg";
 
 # Writes a valid, fresh segment; the arguments go to hodei-shm-fill (e.g. --tenants 3).
+# Whatever an earlier block left at the path (a directory too) goes first.
 sub fill {
+    rmdir $seg;
     system("$ENV{TEST_NGINX_HODEI_BUILD}/hodei-shm-fill", @_, $seg) == 0
         or die "hodei-shm-fill: $?";
 }

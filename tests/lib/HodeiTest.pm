@@ -25,7 +25,7 @@ our @EXPORT = qw(
     spawn wait_exit stop run
     port_open wait_port
     to_json from_json http_get call
-    start_daemon metrics settle sample rss_kb
+    start_daemon segment_header metrics settle sample rss_kb
     nginx_conf start_nginx
 );
 
@@ -198,6 +198,7 @@ sub call {
 # ---- the scheduler daemon and its segment ---------------------------------------------------
 
 # Starts hodei-scheduler; returns a handle { pid, port, url, segment, log }.
+my @DAEMONS;
 sub start_daemon {
     my ($port, @flags) = @_;
     my $d = { port => $port, url => "http://127.0.0.1:$port/api/v1",
@@ -205,6 +206,7 @@ sub start_daemon {
     $d->{pid} = spawn($d->{log}, 'build/hodei-scheduler', '--listen', "127.0.0.1:$port",
                       '--segment', $d->{segment}, @flags);
     wait_port($port) or die "hodei-scheduler did not start on $port:\n" . slurp($d->{log});
+    push @DAEMONS, $d;
     return $d;
 }
 
@@ -216,8 +218,46 @@ sub metrics {
     return $text;
 }
 
-# Waits until two publish intervals have passed, so the segment shows the current state.
-sub settle { sleep($_[0] // 0.15) }
+# The segment header at $path (shm/hodei_segment.h) as a hash, or undef if there is none.
+sub segment_header {
+    my ($path) = @_;
+    sysopen(my $fh, $path, POSIX::O_RDONLY() | POSIX::O_NONBLOCK()) or return undef;
+    return undef unless -f $fh && sysread($fh, my $h, 128) == 128;
+    my %h;
+    @h{qw(magic version slot_count segment_size slot_size birth_id writer_pid start_time)} =
+        unpack 'Q< L< L< Q< Q< Q< q< d<', $h;
+    @h{qw(published heartbeat_ns)} = unpack 'x64 Q< q<', $h;
+    $h{generation} = $h{published} >> 8;
+    return \%h;
+}
+
+# Waits until each daemon's segment shows the state as of the call: the heartbeat has changed
+# twice since, so a whole publish cycle began after the call and ended (a cycle publishes when
+# something changed, else only ticks the heartbeat).  Without handles: every daemon started
+# here that still runs.  (A number, the fixed wait this once was, is ignored.)  Returns 1, or
+# 0 with a diagnostic after a deadline far beyond any publish interval.
+sub settle {
+    my @daemons = grep { ref } @_;
+    @daemons = grep { kill 0, $_->{pid} } @DAEMONS unless @daemons;
+    my $deadline = time + 60;
+    for my $d (@daemons) {
+        my ($changes, $last) = (0, undef);
+        while ($changes < 2) {
+            my $h = segment_header($d->{segment});
+            my $beat = $h ? $h->{heartbeat_ns} : undef;
+            $changes++ if defined $beat && defined $last && $beat != $last;
+            $last = $beat if defined $beat;
+            next if $changes >= 2;
+            if (time >= $deadline) {
+                Test::More::diag("settle: the segment of the daemon on port $d->{port} did not "
+                                 . "publish within 60 s");
+                return 0;
+            }
+            sleep 0.005;
+        }
+    }
+    return 1;
+}
 
 # The value of one sample line in an exposition ('name{labels}' exactly), or undef.
 sub sample {
