@@ -333,6 +333,10 @@ void hodei_seg_close(struct hodei_seg_writer *w)
 
 /* ---- reader --------------------------------------------------------------------------- */
 
+/* The slot header from its generation on, copied with the payload in one read. */
+#define COPY_HDR (HODEI_SEG_SLOT_HDR - offsetof(struct hodei_seg_slot, generation))
+_Static_assert(COPY_HDR == 64, "the payload stays 64-aligned in the private copy");
+
 void hodei_seg_reader_init(struct hodei_seg_reader *r)
 {
     memset(r, 0, sizeof(*r));
@@ -349,7 +353,8 @@ void hodei_seg_reader_close(struct hodei_seg_reader *r)
 void hodei_seg_reader_free(struct hodei_seg_reader *r)
 {
     hodei_seg_reader_close(r);
-    free(r->copy);
+    free(r->slot_copy);
+    r->slot_copy = NULL;
     r->copy = NULL;
     r->copy_cap = 0;
 }
@@ -375,10 +380,11 @@ enum hodei_seg_status hodei_seg_open(struct hodei_seg_reader *r, const char *pat
         rc = check_header(&h, (uint64_t) st.st_size);
     size_t need = rc == HODEI_SEG_OK ? h.slot_size - HODEI_SEG_SLOT_HDR : 0;
     if (rc == HODEI_SEG_OK && r->copy_cap < need) {
-        free(r->copy);
-        r->copy = aligned_alloc(64, (need + 63) & ~(size_t) 63);
-        r->copy_cap = r->copy ? need : 0;
-        if (r->copy == NULL)
+        free(r->slot_copy);
+        r->slot_copy = aligned_alloc(64, COPY_HDR + ((need + 63) & ~(size_t) 63));
+        r->copy = r->slot_copy ? r->slot_copy + COPY_HDR : NULL;
+        r->copy_cap = r->slot_copy ? need : 0;
+        if (r->slot_copy == NULL)
             rc = HODEI_SEG_IO;
     }
     if (rc != HODEI_SEG_OK) {
@@ -392,6 +398,7 @@ enum hodei_seg_status hodei_seg_open(struct hodei_seg_reader *r, const char *pat
     r->slot_count = h.slot_count;
     r->birth_id = h.birth_id;
     r->start_time = h.start_time;
+    r->published = h.published;
     r->heartbeat_ns = h.heartbeat_ns;
     return HODEI_SEG_OK;
 }
@@ -410,28 +417,40 @@ static void step(struct hodei_seg_reader *r, enum hodei_seg_step s)
         r->hook(r, s, r->hook_arg);
 }
 
-enum hodei_seg_status hodei_seg_read(struct hodei_seg_reader *r, struct hodei_snapshot *snap,
-                                     uint64_t *generation, const char **why)
+/* The header again; 0, or the status that ends the read. */
+static enum hodei_seg_status reread_header(struct hodei_seg_reader *r)
 {
     struct hodei_seg_header h;
-    uint64_t seq, again, gen_len[2];           /* the slot's generation and length */
+    if (pread_full(r->fd, &h, sizeof(h), 0) != 0)
+        return changed(r);
+    if (h.magic != HODEI_SEG_MAGIC)
+        return HODEI_SEG_BAD_MAGIC;
+    if (h.version != HODEI_SEG_VERSION)
+        return HODEI_SEG_BAD_VERSION;
+    if (h.segment_size != r->size || h.slot_size != r->slot_size
+        || h.slot_count != r->slot_count || h.birth_id != r->birth_id)
+        return changed(r);
+    r->published = h.published;
+    r->heartbeat_ns = h.heartbeat_ns;
+    return HODEI_SEG_OK;
+}
+
+/* hodei_seg_read(); header_fresh: the header was read just now (by the open of a load). */
+static enum hodei_seg_status read_slot(struct hodei_seg_reader *r, struct hodei_snapshot *snap,
+                                       uint64_t *generation, const char **why, int header_fresh)
+{
+    uint64_t seq, again;
+    size_t room = r->slot_size - HODEI_SEG_SLOT_HDR;
+    enum hodei_seg_status rc;
 
     *why = NULL;
     if (!r->has_file)
         return HODEI_SEG_MISSING;
     for (int tries = 0; tries < HODEI_SEG_READ_TRIES; tries++) {
-        if (pread_full(r->fd, &h, sizeof(h), 0) != 0)
-            return changed(r);
-        if (h.magic != HODEI_SEG_MAGIC)
-            return HODEI_SEG_BAD_MAGIC;
-        if (h.version != HODEI_SEG_VERSION)
-            return HODEI_SEG_BAD_VERSION;
-        if (h.segment_size != r->size || h.slot_size != r->slot_size
-            || h.slot_count != r->slot_count || h.birth_id != r->birth_id)
-            return changed(r);
-        r->heartbeat_ns = h.heartbeat_ns;
+        if (!(tries == 0 && header_fresh) && (rc = reread_header(r)) != HODEI_SEG_OK)
+            return rc;
         cmm_smp_rmb();                          /* the slot's contents after the switch */
-        uint64_t pub = h.published;
+        uint64_t pub = r->published;
         if (pub == 0)
             return HODEI_SEG_EMPTY;
         uint64_t index = pub & 0xff;
@@ -446,12 +465,19 @@ enum hodei_seg_status hodei_seg_read(struct hodei_seg_reader *r, struct hodei_sn
         }
         cmm_smp_rmb();
         step(r, HODEI_SEG_STEP_SEQ);
-        if (pread_full(r->fd, gen_len, sizeof(gen_len),
-                       slot + offsetof(struct hodei_seg_slot, generation)) != 0)
+        /* generation, length and as much payload as the last snapshot had, in one read */
+        size_t first = (r->last_len + HODEI_SEG_PAGE) & ~(size_t) (HODEI_SEG_PAGE - 1);
+        first = first < room ? first : room;
+        if (pread_full(r->fd, r->slot_copy, COPY_HDR + first, slot + HODEI_SEG_SLOT_HDR - COPY_HDR)
+            != 0)
             return changed(r);
-        uint64_t len = gen_len[1];
-        int too_long = len > r->slot_size - HODEI_SEG_SLOT_HDR;
-        if (!too_long && pread_full(r->fd, r->copy, len, slot + HODEI_SEG_SLOT_HDR) != 0)
+        uint64_t gen, len;
+        memcpy(&gen, r->slot_copy, sizeof(gen));
+        memcpy(&len, r->slot_copy + sizeof(gen), sizeof(len));
+        int too_long = len > room;
+        if (!too_long && len > first
+            && pread_full(r->fd, (unsigned char *) r->copy + first, len - first,
+                          slot + HODEI_SEG_SLOT_HDR + first) != 0)
             return changed(r);
         cmm_smp_rmb();
         step(r, HODEI_SEG_STEP_COPIED);
@@ -463,13 +489,20 @@ enum hodei_seg_status hodei_seg_read(struct hodei_seg_reader *r, struct hodei_sn
         }
         if (too_long)
             return HODEI_SEG_BAD_LENGTH;
+        r->last_len = len;
         if (hodei_snapshot_validate(r->copy, len, snap, why) != 0)
             return HODEI_SEG_BAD_PAYLOAD;
         if (generation)
-            *generation = gen_len[0];
+            *generation = gen;
         return HODEI_SEG_OK;
     }
     return HODEI_SEG_BUSY;
+}
+
+enum hodei_seg_status hodei_seg_read(struct hodei_seg_reader *r, struct hodei_snapshot *snap,
+                                     uint64_t *generation, const char **why)
+{
+    return read_slot(r, snap, generation, why, 0);
 }
 
 enum hodei_seg_status hodei_seg_load(struct hodei_seg_reader *r, const char *path,
@@ -478,8 +511,9 @@ enum hodei_seg_status hodei_seg_load(struct hodei_seg_reader *r, const char *pat
 {
     enum hodei_seg_status st = hodei_seg_open(r, path);
     *why = NULL;
+    /* the header the open just read is as recent as reading it again */
     if (st == HODEI_SEG_OK)
-        st = hodei_seg_read(r, snap, generation, why);
+        st = read_slot(r, snap, generation, why, 1);
     hodei_seg_reader_close(r);
     return st;
 }

@@ -32,9 +32,13 @@
  * (file size, slot count, slot size) the reader copied and checked when it opened the file,
  * never from the live header.  Memory order: the kernel copies with plain loads, and
  * cmm_smp_rmb() between the reads orders them as the protocol's loads from a mapping were.
+ * The order that matters is seq, then everything else of the slot, then seq again: so the
+ * slot's generation, length and payload come in one read (as much as the last snapshot's
+ * length suggests, the rest in a second read if it grew), bracketed by the two reads of seq.
  * The kernel may copy an 8-byte word in pieces: a torn seq mixes two neighbouring values and
  * equals neither, so it costs a retry, never a false match; a torn published word names a
- * slot that is range-checked and then sequence-checked.  Cost: four system calls per read.
+ * slot that is range-checked and then sequence-checked.  Cost of a load (one scrape): open,
+ * fstat, the header, seq, the slot, seq, close — seven system calls.
  *
  * Opening: O_RDONLY|O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC, so a symbolic link at the path is
  * refused and a FIFO planted there (/dev/shm is writable by anyone) cannot block the open;
@@ -156,9 +160,14 @@ struct hodei_seg_reader {
     uint64_t birth_id;
     double   start_time;
     /* from the last header read that passed its checks; heartbeat_ns 0: none */
+    uint64_t published;
     int64_t  heartbeat_ns;
-    void    *copy;             /* private, 64-aligned; kept across opens, grown as needed */
-    size_t   copy_cap;
+    /* private, 64-aligned: the slot header from its generation on (64 bytes), then the
+     * payload at copy; kept across opens, grown as needed */
+    unsigned char *slot_copy;
+    void    *copy;
+    size_t   copy_cap;         /* payload bytes it holds */
+    size_t   last_len;         /* the last snapshot's length: how much to copy at first */
     uint64_t retries;          /* torn reads retried, for tests and benchmarks */
     /* tests only: called at each step to force an interleaving; NULL otherwise */
     void   (*hook)(struct hodei_seg_reader *r, enum hodei_seg_step step, void *arg);
