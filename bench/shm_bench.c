@@ -2,7 +2,10 @@
  * shm_bench — renderer, publish and read costs for snapshots of ~200, ~5,000 and ~25,000
  * samples, each against a plain memcpy of the rendered bytes measured in the same run
  * (interleaved repetitions, medians), because absolute times drift on shared machines.
+ * The protobuf rendering of the same snapshot (its three daemon histograms carrying native
+ * histograms) is timed in the same repetitions, per sample of the text rendering.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +13,7 @@
 #include <unistd.h>
 
 #include "hodei_fill.h"
+#include "hodei_native.h"
 #include "hodei_render.h"
 #include "hodei_segment.h"
 #include "hodei_snapshot.h"
@@ -44,13 +48,45 @@ static int no_flush(struct hodei_sink *s)
     return -1;                                   /* out_buf is sized to hold everything */
 }
 
-static size_t render(const struct hodei_snapshot *snap)
+/* A native histogram of decision latencies (0.5 us .. 50 ms, ~130 buckets) on every
+ * histogram series, as the daemon's will carry. */
+static struct hodei_native_view native_view;
+
+static void serve_native(void *ctx, const struct hodei_snapshot *snap, enum hodei_family_id id,
+                         uint32_t series, struct hodei_series_extra *out)
+{
+    (void) ctx;
+    (void) snap;
+    (void) id;
+    (void) series;
+    out->native = &native_view;
+}
+
+static void build_native(void)
+{
+    static struct hodei_native h;
+    static unsigned char enc[HODEI_NATIVE_ENCODED_MAX];
+    const char *why;
+    uint64_t x = 1;
+    hodei_native_init(&h, HODEI_NATIVE_ZERO_THRESHOLD);
+    for (int i = 0; i < 100000; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        hodei_native_observe(&h, 5e-7 * pow(1e5, (double) (x >> 11) / 9007199254740992.0));
+    }
+    size_t len = hodei_native_encode(&h, enc, sizeof(enc));
+    if (hodei_native_validate(enc, len, &native_view, &why) != 0) {
+        fprintf(stderr, "native histogram: %s\n", why);
+        exit(1);
+    }
+}
+
+static size_t render(const struct hodei_snapshot *snap, enum hodei_format fmt)
 {
     const struct hodei_snapshot *snaps[1] = { snap };
     struct hodei_render_input in = { .snapshots = snaps, .nsnapshots = 1, .scheduler_up = 1,
-                                     .snapshot_age = 0.1 };
+                                     .snapshot_age = 0.1, .series_extra = serve_native };
     struct hodei_sink s = { .pos = out_buf, .end = out_buf + out_cap, .flush = no_flush };
-    if (hodei_render(&s, HODEI_FMT_TEXT, &in) != 0) {
+    if (hodei_render(&s, fmt, &in) != 0) {
         fprintf(stderr, "render buffer too small\n");
         exit(1);
     }
@@ -87,13 +123,14 @@ static void run(size_t target)
     out_cap = 64 * len + (1 << 20);
     out_buf = malloc(out_cap);
     char *copy = malloc(out_cap);
-    size_t text_len = render(&snap);
+    size_t pb_len = render(&snap, HODEI_FMT_PROTOBUF);
+    size_t text_len = render(&snap, HODEI_FMT_TEXT);
     size_t samples = 0;
     for (size_t i = 0; i < text_len; i++)
         samples += out_buf[i] == '\n' && i + 1 < text_len && out_buf[i + 1] != '#';
     samples++;
 
-    double t_render[REPS], t_memcpy[REPS], t_publish[REPS], t_read[REPS];
+    double t_render[REPS], t_memcpy[REPS], t_publish[REPS], t_read[REPS], t_pb[REPS];
     int inner = (int) (200000 / samples) + 1;
     for (int rep = 0; rep < REPS; rep++) {
         double t0 = now_ns();
@@ -103,7 +140,7 @@ static void run(size_t target)
         }
         double t1 = now_ns();
         for (int i = 0; i < inner; i++)
-            render(&snap);
+            render(&snap, HODEI_FMT_TEXT);
         double t2 = now_ns();
         for (int i = 0; i < inner; i++)
             hodei_seg_publish(&w, payload, len);
@@ -111,17 +148,24 @@ static void run(size_t target)
         for (int i = 0; i < inner; i++)
             hodei_seg_load(&r, path, &snap, NULL, &why);
         double t4 = now_ns();
+        for (int i = 0; i < inner; i++)
+            render(&snap, HODEI_FMT_PROTOBUF);
+        double t5 = now_ns();
+        t_pb[rep] = (t5 - t4) / inner;
         t_memcpy[rep] = (t1 - t0) / inner;
         t_render[rep] = (t2 - t1) / inner;
         t_publish[rep] = (t3 - t2) / inner;
         t_read[rep] = (t4 - t3) / inner;
     }
     double mc = median(t_memcpy, REPS), rd = median(t_render, REPS);
-    double pub = median(t_publish, REPS), rv = median(t_read, REPS);
+    double pub = median(t_publish, REPS), rv = median(t_read, REPS), pb = median(t_pb, REPS);
     printf("%7zu samples | render %8.1f us %6.1f ns/sample %6.0f MB/s | memcpy %6.1f us | "
            "render/memcpy %5.1fx | publish %7.1f us | read+validate %7.1f us | segment %6.2f MiB\n",
            samples, rd / 1e3, rd / samples, text_len / rd * 1e3, mc / 1e3, rd / mc, pub / 1e3,
            rv / 1e3, w.size / 1048576.0);
+    printf("%7s         | protobuf %6.1f us %6.1f ns/sample %6.0f MB/s | %7zu bytes (text %zu) | "
+           "protobuf/text %4.2fx\n", "", pb / 1e3, pb / samples, pb_len / pb * 1e3, pb_len,
+           text_len, pb / rd);
     hodei_seg_reader_free(&r);
     hodei_seg_close(&w);
     unlink(path);
@@ -132,8 +176,9 @@ static void run(size_t target)
 
 int main(void)
 {
-    printf("shm: text 0.0.4 rendering, %d interleaved repetitions, medians "
+    printf("shm: text 0.0.4 and protobuf rendering, %d interleaved repetitions, medians "
            "(goal: <= 50 ns/sample, within ~5x of memcpy)\n", REPS);
+    build_native();
     run(200);
     run(5000);
     run(25000);

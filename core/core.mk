@@ -5,6 +5,9 @@ CORE_CFLAGS := $(HODEI_CFLAGS) -Icore -DHODEI_VERSION='"$(VERSION)"'
 # The scheduler logic without HTTP: linked into the daemon, the unit tests and the bench.
 CORE_LOGIC  := capindex heap scheduler request json bus log
 CORE_DAEMON := config engine metrics api main
+# The durable store (store.h) on SQLite, linked wherever the logic is.
+CORE_LOGIC  += store_sqlite
+CORE_LIBS   += $(shell pkg-config --libs sqlite3)
 CORE_LOGIC_OBJS  := $(CORE_LOGIC:%=$(BUILD)/obj/core/%.o)
 CORE_DAEMON_OBJS := $(CORE_DAEMON:%=$(BUILD)/obj/core/%.o)
 

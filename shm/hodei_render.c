@@ -1,5 +1,6 @@
-/* hodei_render.c — Prometheus text 0.0.4 and OpenMetrics 1.0 from validated snapshots. */
+/* hodei_render.c — text 0.0.4, OpenMetrics 1.0 and protobuf renderings of validated snapshots. */
 #include "hodei_render.h"
+#include "hodei_protobuf.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -158,11 +159,6 @@ static size_t escape_help(char *dst, const char *src, enum hodei_format fmt)
 
 /* ---- sink ---------------------------------------------------------------------------- */
 
-static int reserve(struct hodei_sink *s)
-{
-    return s->end - s->pos >= HODEI_SINK_MIN ? 0 : s->flush(s);
-}
-
 static inline void put(struct hodei_sink *s, const void *src, size_t n)
 {
     memcpy(s->pos, src, n);
@@ -245,7 +241,7 @@ static int put_scalar_series(struct family_ctx *c, const char *labels, size_t la
                              const double *v)
 {
     char num[HODEI_NUM_MAX];
-    if (reserve(c->s) != 0)
+    if (hodei_sink_reserve(c->s) != 0)
         return -1;
     size_t n = hodei_fmt_double(num, v[1]);
     if (c->f->type == HODEI_COUNTER && c->fmt == HODEI_FMT_OPENMETRICS) {
@@ -293,7 +289,7 @@ static int put_histogram_series(struct family_ctx *c, const struct bounds_text *
     uint64_t cumulative = 0;
     for (unsigned k = 0; k <= b->n; k++) {
         uint64_t count;
-        if (reserve(c->s) != 0)
+        if (hodei_sink_reserve(c->s) != 0)
             return -1;
         memcpy(&count, values + 16 + 8 * k, 8);
         cumulative += count;
@@ -303,7 +299,7 @@ static int put_histogram_series(struct family_ctx *c, const struct bounds_text *
     double sum, created;
     memcpy(&created, values, 8);
     memcpy(&sum, values + 8, 8);
-    if (reserve(c->s) != 0)
+    if (hodei_sink_reserve(c->s) != 0)
         return -1;
     size_t n = hodei_fmt_u64(num, cumulative);
     put_sample(c, SUFFIX("_count"), labels, labels_len, NULL, 0, num, n);
@@ -333,7 +329,7 @@ static int put_snapshot_family(struct family_ctx *c, const struct hodei_snapshot
         double v[2];                            /* created, value */
         memcpy(v, rec + voff, sizeof(v));
         if (one_line) {                         /* the common case, written in place */
-            if (reserve(c->s) != 0)
+            if (hodei_sink_reserve(c->s) != 0)
                 return -1;
             char *p = c->s->pos;
             memcpy(p, c->f->name, c->base_len);
@@ -371,9 +367,95 @@ static int put_header_family(struct family_ctx *c, enum hodei_family_id id,
     return put_scalar_series(c, NULL, 0, v);
 }
 
+/* ---- protobuf ------------------------------------------------------------------------ */
+
+/* Series i of fam in snap as the protobuf writer sees it (labels, values, extras). */
+static void pb_series(struct hodei_pb_metric *m, const struct hodei_render_input *in,
+                      const struct hodei_snapshot *snap, const struct hodei_snap_family *fam,
+                      uint32_t i)
+{
+    const unsigned char *rec = hodei_series_at(snap, fam, i);
+    const unsigned char *v = rec + hodei_series_values_off(fam->nlabels);
+    for (unsigned l = 0; l < m->nlabels; l++)
+        m->label_value[l] = hodei_series_label(snap, rec, l, &m->label_value_len[l]);
+    memcpy(&m->created, v, 8);
+    memcpy(&m->value, v + 8, 8);
+    if (m->type != HODEI_HISTOGRAM)
+        return;
+    struct hodei_series_extra extra = { NULL, NULL };
+    if (in->series_extra)
+        in->series_extra(in->series_extra_ctx, snap, (enum hodei_family_id) fam->id, i, &extra);
+    m->sum = m->value;
+    m->nbuckets = fam->nbuckets;
+    m->bounds = snap->base + fam->bounds_off;
+    m->counts = v + 16;
+    m->exemplars = extra.exemplars;
+    m->native = extra.native;
+}
+
+/* Sizes (sink NULL) or writes one Metric field; adds its bytes to *bytes. */
+static int pb_metric(struct hodei_sink *sink, const struct hodei_pb_metric *m, size_t *bytes)
+{
+    size_t n = hodei_pb_metric_size(m);
+    if (sink == NULL) {
+        *bytes += 1 + hodei_pb_varint_size(n) + n;        /* tag, length, message */
+        return 0;
+    }
+    return hodei_pb_put_metric(sink, m, n, bytes);
+}
+
+/* Sizes (sink NULL) or writes the Metric fields of every series of family id; adds their
+ * bytes to *bytes.  Returns 0, or -1 if the sink failed. */
+static int pb_metrics(struct hodei_sink *sink, enum hodei_family_id id,
+                      const struct hodei_render_input *in, size_t *bytes)
+{
+    const struct hodei_family *f = &hodei_families[id];
+    struct hodei_pb_metric m = { .type = f->type, .nlabels = f->nlabels };
+    for (unsigned l = 0; l < f->nlabels; l++) {
+        m.label_name[l] = hodei_label_name(f, l);
+        m.label_name_len[l] = strlen(m.label_name[l]);
+    }
+    if (f->source == HODEI_SRC_HEADER) {
+        m.value = id == HODEI_F_SCHEDULER_UP ? (in->scheduler_up ? 1 : 0)
+                  : id == HODEI_F_METRICS_SNAPSHOT_AGE_SECONDS ? in->snapshot_age : NAN;
+        return isnan(m.value) ? 0 : pb_metric(sink, &m, bytes);
+    }
+    for (size_t k = 0; k < in->nsnapshots; k++) {
+        const struct hodei_snapshot *snap = in->snapshots[k];
+        const struct hodei_snap_family *fam = snap ? snap->family[id] : NULL;
+        for (uint32_t i = 0; fam && i < fam->nseries; i++) {
+            pb_series(&m, in, snap, fam, i);
+            if (pb_metric(sink, &m, bytes) != 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* One length-delimited MetricFamily per family, empty ones included (HELP and TYPE for every
+ * family, as in the text formats; Prometheus skips them). */
+static int render_protobuf(struct hodei_sink *sink, const struct hodei_render_input *in)
+{
+    for (int id = 0; id < HODEI_F_COUNT; id++) {
+        const struct hodei_family *f = &hodei_families[id];
+        size_t metrics = 0, written = 0;
+        pb_metrics(NULL, (enum hodei_family_id) id, in, &metrics);
+        size_t size = hodei_pb_family_size(f, metrics);
+        if (hodei_pb_put_family_head(sink, f, size, &written) != 0
+            || pb_metrics(sink, (enum hodei_family_id) id, in, &written) != 0)
+            return -1;
+        /* a length that disagrees with its bytes would garble every family after it */
+        if (written != hodei_pb_varint_size(size) + size)
+            return -1;
+    }
+    return 0;
+}
+
 int hodei_render(struct hodei_sink *sink, enum hodei_format fmt,
                  const struct hodei_render_input *in)
 {
+    if (fmt == HODEI_FMT_PROTOBUF)
+        return render_protobuf(sink, in);
     for (int id = 0; id < HODEI_F_COUNT; id++) {
         const struct hodei_family *f = &hodei_families[id];
         struct family_ctx c = { .s = sink, .fmt = fmt, .f = f, .base_len = f->name_len };
@@ -381,7 +463,7 @@ int hodei_render(struct hodei_sink *sink, enum hodei_format fmt,
             c.label_len[l] = strlen(hodei_label_name(f, l));
         if (fmt == HODEI_FMT_OPENMETRICS && f->type == HODEI_COUNTER)
             c.base_len -= sizeof("_total") - 1;   /* OpenMetrics names the family without it */
-        if (reserve(sink) != 0)
+        if (hodei_sink_reserve(sink) != 0)
             return -1;
         put_metadata(&c);
         if (f->source == HODEI_SRC_HEADER) {
@@ -396,7 +478,7 @@ int hodei_render(struct hodei_sink *sink, enum hodei_format fmt,
         }
     }
     if (fmt == HODEI_FMT_OPENMETRICS) {
-        if (reserve(sink) != 0)
+        if (hodei_sink_reserve(sink) != 0)
             return -1;
         PUT_LIT(sink, "# EOF\n");
     }
@@ -405,45 +487,87 @@ int hodei_render(struct hodei_sink *sink, enum hodei_format fmt,
 
 /* ---- content negotiation ------------------------------------------------------------- */
 
-enum hodei_format hodei_format_from_accept(const char *accept, size_t len)
+/* [p, end) without the spaces and tabs around it */
+static void trim(const char **p, const char **end)
 {
-    double om_q = 0, text_q = 0;
+    while (*p < *end && (**p == ' ' || **p == '\t'))
+        (*p)++;
+    while (*end > *p && ((*end)[-1] == ' ' || (*end)[-1] == '\t'))
+        (*end)--;
+}
+
+struct media_range {
+    const char *type;
+    size_t   type_len;
+    double   q;
+    int      metric_family;          /* proto=io.prometheus.client.MetricFamily */
+    int      delimited;              /* encoding=delimited */
+};
+
+/* Parses one element of an Accept list: type/subtype *(; name=value). */
+static void parse_media_range(const char *p, const char *end, struct media_range *r)
+{
+    const char *semi = memchr(p, ';', (size_t) (end - p));
+    const char *type_end = semi ? semi : end;
+    trim(&p, &type_end);
+    *r = (struct media_range) { .type = p, .type_len = (size_t) (type_end - p), .q = 1 };
+    for (const char *a = semi; a && a < end;) {
+        const char *next = memchr(a + 1, ';', (size_t) (end - a - 1));
+        const char *param_end = next ? next : end;
+        const char *name = a + 1;
+        const char *eq = memchr(name, '=', (size_t) (param_end - name));
+        a = next;
+        if (eq == NULL)
+            continue;
+        const char *name_end = eq, *value = eq + 1, *value_end = param_end;
+        trim(&name, &name_end);
+        trim(&value, &value_end);
+        if (value_end - value >= 2 && *value == '"' && value_end[-1] == '"') {
+            value++;
+            value_end--;
+        }
+        size_t nlen = (size_t) (name_end - name), vlen = (size_t) (value_end - value);
+#define EQ(s, len, lit) ((len) == sizeof(lit) - 1 && strncasecmp(s, lit, len) == 0)
+        if (EQ(name, nlen, "q") && vlen > 0) {
+            char qbuf[16];
+            size_t ql = vlen < sizeof(qbuf) - 1 ? vlen : sizeof(qbuf) - 1;
+            memcpy(qbuf, value, ql);
+            qbuf[ql] = '\0';
+            r->q = strtod(qbuf, NULL);
+        } else if (EQ(name, nlen, "proto")) {
+            r->metric_family = EQ(value, vlen, "io.prometheus.client.MetricFamily");
+        } else if (EQ(name, nlen, "encoding")) {
+            r->delimited = EQ(value, vlen, "delimited");
+        }
+    }
+}
+
+enum hodei_format hodei_format_negotiate(const char *accept, size_t len, unsigned allow)
+{
+    double om_q = 0, text_q = 0, pb_q = 0;
     const char *p = accept, *end = accept ? accept + len : NULL;
 
     while (p && p < end) {
         const char *comma = memchr(p, ',', (size_t) (end - p));
         const char *item_end = comma ? comma : end;
-        while (p < item_end && (*p == ' ' || *p == '\t'))
-            p++;
-        const char *semi = NULL;
-        for (const char *x = p; x < item_end && semi == NULL; x++)
-            semi = *x == ';' ? x : NULL;
-        const char *type_end = semi ? semi : item_end;
-        while (type_end > p && (type_end[-1] == ' ' || type_end[-1] == '\t'))
-            type_end--;
-        size_t tlen = (size_t) (type_end - p);
-        double q = 1;
-        for (const char *a = semi; a && a < item_end;) {
-            a++;
-            while (a < item_end && (*a == ' ' || *a == '\t'))
-                a++;
-            if (item_end - a > 2 && (a[0] == 'q' || a[0] == 'Q') && a[1] == '=') {
-                char qbuf[16];
-                size_t ql = (size_t) (item_end - a - 2);
-                ql = ql < sizeof(qbuf) - 1 ? ql : sizeof(qbuf) - 1;
-                memcpy(qbuf, a + 2, ql);
-                qbuf[ql] = '\0';
-                q = strtod(qbuf, NULL);
-            }
-            a = memchr(a, ';', (size_t) (item_end - a));
-        }
-#define IS(lit) (tlen == sizeof(lit) - 1 && strncasecmp(p, lit, tlen) == 0)
-        if (IS("application/openmetrics-text"))
-            om_q = q > om_q ? q : om_q;
-        else if (IS("text/plain") || IS("text/*") || IS("*/*"))
-            text_q = q > text_q ? q : text_q;
-#undef IS
+        struct media_range r;
+        parse_media_range(p, item_end, &r);
+        if (EQ(r.type, r.type_len, "application/openmetrics-text"))
+            om_q = r.q > om_q ? r.q : om_q;
+        else if (EQ(r.type, r.type_len, "application/vnd.google.protobuf"))
+            pb_q = r.metric_family && r.delimited && r.q > pb_q ? r.q : pb_q;
+        else if (EQ(r.type, r.type_len, "text/plain") || EQ(r.type, r.type_len, "text/*")
+                 || EQ(r.type, r.type_len, "*/*"))
+            text_q = r.q > text_q ? r.q : text_q;
+#undef EQ
         p = comma ? comma + 1 : end;
     }
+    if ((allow & HODEI_ALLOW_PROTOBUF) && pb_q > 0 && pb_q >= om_q && pb_q >= text_q)
+        return HODEI_FMT_PROTOBUF;
     return om_q > 0 && om_q >= text_q ? HODEI_FMT_OPENMETRICS : HODEI_FMT_TEXT;
+}
+
+enum hodei_format hodei_format_from_accept(const char *accept, size_t len)
+{
+    return hodei_format_negotiate(accept, len, 0);
 }

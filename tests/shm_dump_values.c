@@ -1,9 +1,10 @@
 /*
- * shm_dump_values PATH — prints every sample of a segment's snapshot straight from the
- * validated binary view, not through the renderer, one per line:
+ * shm_dump_values [--created] PATH — prints every sample of a segment's snapshot straight from
+ * the validated binary view, not through the renderer, one per line:
  *     SAMPLE_NAME<TAB>label=value,...<TAB>%.17g
- * (histograms as _bucket/_count/_sum lines with cumulative counts), so a test can compare what
- * a parser reads back from the exposition against what was written.
+ * (histograms as _bucket/_count/_sum lines with cumulative counts; with --created also the
+ * _created time of every counter and histogram), so a test can compare what a parser reads
+ * back from the exposition against what was written.
  */
 #include <stdio.h>
 #include <string.h>
@@ -36,6 +37,11 @@ int main(int argc, char **argv)
     struct hodei_seg_reader r;
     struct hodei_snapshot s;
     const char *why;
+    int created = argc == 3 && strcmp(argv[1], "--created") == 0;
+    if (created) {
+        argv++;
+        argc--;
+    }
     hodei_seg_reader_init(&r);
     if (argc != 2 || hodei_seg_load(&r, argv[1], &s, NULL, &why) != HODEI_SEG_OK)
         return 1;
@@ -49,6 +55,8 @@ int main(int argc, char **argv)
             const unsigned char *rec = hodei_series_at(&s, fam, i);
             double v[2];
             memcpy(v, rec + voff, sizeof(v));
+            if (created && f->type != HODEI_GAUGE)
+                sample(&s, f, rec, "_created", NULL, v[0]);
             if (f->type != HODEI_HISTOGRAM) {
                 sample(&s, f, rec, "", NULL, v[1]);
                 continue;

@@ -1,7 +1,7 @@
 #!/usr/bin/perl
-# A bounded libFuzzer run (ASan + UBSan) over the segment reader, validator and renderer: a
-# fixed number of inputs, however slow the machine (the time limit only stops a hang);
-# `make fuzz FUZZ_SECONDS=N` runs it for longer.
+# A bounded libFuzzer run (ASan + UBSan) over the segment reader, validator and renderer, and
+# the native-histogram validator: a fixed number of inputs, however slow the machine (the time
+# limit only stops a hang); `make fuzz FUZZ_SECONDS=N` runs it for longer.
 use strict;
 use warnings;
 use File::Temp qw(tempdir);
@@ -9,7 +9,7 @@ use Test::More tests => 3;
 
 my $runs = $ENV{HODEI_FUZZ_RUNS} || 15000;
 my $corpus = tempdir(CLEANUP => 1);
-system("cp build/fuzz-corpus/segment build/fuzz-corpus/payload $corpus/") == 0
+system("cp build/fuzz-corpus/segment build/fuzz-corpus/payload build/fuzz-corpus/native $corpus/") == 0
     or BAIL_OUT('no seed corpus: make build/fuzz-corpus/.seeded');
 my $log = `build/tests/fuzz_segment -runs=$runs -max_total_time=900 -max_len=65536 -artifact_prefix=$corpus/ $corpus 2>&1`;
 my $rc = $? >> 8;

@@ -1,11 +1,12 @@
 /*
- * hodei-metrics [--openmetrics] [--stale-after SECONDS] PATH
+ * hodei-metrics [--openmetrics | --protobuf] [--stale-after SECONDS] PATH
  * hodei-metrics --families
  *
  * Renders a segment to stdout with the same renderer nginx uses, for operators debugging
- * without nginx and for tests.  A missing or invalid segment exits 1 with the reason.
- * --families prints the schema (families, their labels' kinds, buckets) as JSON, so that
- * scripts and tests read the one definition instead of parsing C.
+ * without nginx and for tests.  --protobuf writes the binary, length-delimited protobuf
+ * exposition (what Prometheus gets with native histograms on).  A missing or invalid segment
+ * exits 1 with the reason.  --families prints the schema (families, their labels' kinds,
+ * buckets) as JSON, so that scripts and tests read the one definition instead of parsing C.
  */
 #include <math.h>
 #include <stdio.h>
@@ -29,8 +30,9 @@ static int flush_stdout(struct hodei_sink *s)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: hodei-metrics [--openmetrics] [--stale-after SECONDS] PATH\n"
-                    "       hodei-metrics --families\n");
+    fprintf(stderr,
+            "usage: hodei-metrics [--openmetrics | --protobuf] [--stale-after SECONDS] PATH\n"
+            "       hodei-metrics --families\n");
     exit(2);
 }
 
@@ -119,6 +121,8 @@ int main(int argc, char **argv)
             return fflush(stdout) == 0 ? 0 : 1;
         } else if (strcmp(argv[i], "--openmetrics") == 0) {
             fmt = HODEI_FMT_OPENMETRICS;
+        } else if (strcmp(argv[i], "--protobuf") == 0) {
+            fmt = HODEI_FMT_PROTOBUF;
         } else if (strcmp(argv[i], "--stale-after") == 0 && i + 1 < argc) {
             stale_after = strtod(argv[++i], NULL);
         } else if (argv[i][0] == '-' || path) {
