@@ -22,12 +22,8 @@ my $dir = tempdir('hodei-publish-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 chmod 0755, $dir;
 mkdir "$dir/seg" or die;
 chmod 0777, "$dir/seg";
-my $d = { port => $port, url => "http://127.0.0.1:$port/api/v1", segment => "$dir/seg/segment",
-          log => "$TMP/daemon.log" };
-$d->{pid} = spawn($d->{log}, @as_other, 'build/hodei-scheduler', '--listen', "127.0.0.1:$port",
-                  '--segment', $d->{segment}, qw(--publish-interval-ms 50
-                  --heartbeat-timeout-s 3600 --worker-timeout-s 7200));
-wait_port($port) or BAIL_OUT("hodei-scheduler did not start:\n" . slurp($d->{log}));
+my $d = start_daemon({ segment => "$dir/seg/segment", as => \@as_other }, $port,
+                     qw(--publish-interval-ms 50 --heartbeat-timeout-s 3600 --worker-timeout-s 7200));
 ok(settle($d), 'the daemon publishes');
 
 sub count_lines { my ($re) = @_; return scalar(() = slurp($d->{log}) =~ /$re/mg) }

@@ -197,14 +197,17 @@ sub call {
 
 # ---- the scheduler daemon and its segment ---------------------------------------------------
 
-# Starts hodei-scheduler; returns a handle { pid, port, url, segment, log }.
+# Starts hodei-scheduler; returns a handle { pid, port, url, segment, log }.  An optional first
+# argument { segment => PATH, as => [COMMAND ...] } puts the segment elsewhere, or runs the
+# daemon through a command (setpriv, to run it as another user).
 my @DAEMONS;
 sub start_daemon {
+    my %o = ref $_[0] eq 'HASH' ? %{ shift @_ } : ();
     my ($port, @flags) = @_;
     my $d = { port => $port, url => "http://127.0.0.1:$port/api/v1",
-              segment => "$TMP/segment-$port", log => "$TMP/daemon-$port.log" };
-    $d->{pid} = spawn($d->{log}, 'build/hodei-scheduler', '--listen', "127.0.0.1:$port",
-                      '--segment', $d->{segment}, @flags);
+              segment => $o{segment} // "$TMP/segment-$port", log => "$TMP/daemon-$port.log" };
+    $d->{pid} = spawn($d->{log}, @{ $o{as} // [] }, 'build/hodei-scheduler',
+                      '--listen', "127.0.0.1:$port", '--segment', $d->{segment}, @flags);
     wait_port($port) or die "hodei-scheduler did not start on $port:\n" . slurp($d->{log});
     push @DAEMONS, $d;
     return $d;
