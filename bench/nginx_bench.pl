@@ -106,8 +106,8 @@ HTTP
     print $fh $body;
     close $fh;
     my $samples = grep { !/^#/ } split /\n/, $body;
-    return ($pid, "http://127.0.0.1:$p/api/v1/metrics", "http://127.0.0.1:$p/static-$name/metrics.txt",
-            $samples, length $body);
+    return ($pid, "http://127.0.0.1:$p/api/v1/metrics",
+            "http://127.0.0.1:$p/static-$name/metrics.txt", $samples, length $body);
 }
 
 sub fill {
@@ -125,7 +125,8 @@ fill($small, 5, 2);
 my (@pids, %url);
 for my $z (['4m', '4m'], ['64k', '64k'], ['16m', '16m']) {
     my ($name, $size) = @$z;
-    my ($pid, $metrics, $static, $samples, $bytes) = scrape_nginx($name, $small, $size, $port + @pids);
+    my ($pid, $metrics, $static, $samples, $bytes) =
+        scrape_nginx($name, $small, $size, $port + @pids);
     push @pids, $pid;
     $url{$name} = { metrics => $metrics, static => $static, samples => $samples, bytes => $bytes };
 }
@@ -142,7 +143,7 @@ stop($_) // die "nginx did not stop" for @pids;
 # (z) the steady measure: instructions per scrape, under callgrind, for each zone size
 my %ir;
 for my $size (qw(64k 16m)) {
-    ($ir{$size}) = callgrind("zone-$size", <<"HTTP", '/api/v1/metrics', 200, 'ngx_http_hodei_scrape_handler');
+    my $http = <<"HTTP";
     hodei_segment $small;
     hodei_http_zone hodei_http $size;
     hodei_stale_after 1h;
@@ -152,6 +153,8 @@ for my $size (qw(64k 16m)) {
         location = /api/v1/metrics { hodei_metrics; }
     }
 HTTP
+    ($ir{$size}) = callgrind("zone-$size", $http, '/api/v1/metrics', 200,
+                             'ngx_http_hodei_scrape_handler');
 }
 printf "(z) callgrind, 200 scrapes: %.0f instructions per scrape with a 64k zone, %.0f with 16m: "
      . "16m / 64k %.3f\n", $ir{'64k'}, $ir{'16m'}, $ir{'16m'} / $ir{'64k'};

@@ -42,7 +42,8 @@ my $tenants = 0;
 sub tenants_up_to {
     my ($n) = @_;
     for my $t ($tenants + 1 .. $n) {
-        my ($st) = call($d, 'POST', '/jobs', { tenant_id => sprintf('tenant-%04d', $t), command => 'true' });
+        my ($st) = call($d, 'POST', '/jobs',
+                        { tenant_id => sprintf('tenant-%04d', $t), command => 'true' });
         die "submit for tenant $t: $st" unless $st == 201;
     }
     $tenants = $n;

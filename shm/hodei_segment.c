@@ -39,7 +39,8 @@ static const char *const status_text[HODEI_SEG_STATUS_COUNT] = {
     [HODEI_SEG_BAD_LENGTH] = "snapshot length exceeds its slot",
     [HODEI_SEG_BUSY] = "writer kept rewriting the slot; no consistent copy",
     [HODEI_SEG_BAD_PAYLOAD] = "snapshot payload failed validation",
-    [HODEI_SEG_NOT_REGULAR] = "segment path is not a regular file (a link, FIFO, directory or device)",
+    [HODEI_SEG_NOT_REGULAR] =
+        "segment path is not a regular file (a link, FIFO, directory or device)",
     [HODEI_SEG_BAD_MODE] = "segment file is writable by others",
     [HODEI_SEG_CHANGED] = "segment file was truncated or rewritten while being read",
 };

@@ -207,7 +207,8 @@ segment path is not a regular file (a link, FIFO, directory or device); schedule
 
 === TEST 13: a symbolic link at the path, even to a valid segment, is not followed
 --- init
-main::fill(); rename $main::seg, "$main::seg.real" or die; symlink "$main::seg.real", $main::seg or die
+main::fill(); rename $main::seg, "$main::seg.real" or die;
+symlink "$main::seg.real", $main::seg or die
 --- response_body
 families=all daemon_samples=none up=0 age=none http=yes
 --- error_log

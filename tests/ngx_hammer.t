@@ -101,7 +101,8 @@ my @bad = grep { $_->[2] ne 'ok' } @all;
 is(scalar @bad, 0, 'every response a valid exposition, all or none of the daemon\'s samples')
     or diag(join "\n", map { "up=$_->[1]: $_->[2]" } @bad[0 .. ($#bad < 9 ? $#bad : 9)]);
 my ($slowest) = sort { $b <=> $a } map { $_->[0] } @all;
-cmp_ok($slowest // 99, '<', 1, sprintf('each scrape within a second (slowest %.3f s)', $slowest // 99));
+cmp_ok($slowest // 99, '<', 1,
+       sprintf('each scrape within a second (slowest %.3f s)', $slowest // 99));
 note(sprintf 'scheduler up in %d scrapes, down in %d', $up{1} // 0, $up{0} // 0);
 
 my $log = slurp("$dir/logs/error.log");

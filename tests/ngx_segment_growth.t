@@ -47,7 +47,8 @@ if ($scraper == 0) {
     $out->autoflush(1);
     until ($stop) {
         my $r = $http->get($url);
-        my $problem = $r->{status} == 200 ? exposition_problem($r->{content}) : "status $r->{status}";
+        my $problem = $r->{status} == 200 ? exposition_problem($r->{content})
+                                          : "status $r->{status}";
         my $workers = $r->{content} =~ /^hodei_workers_total (\d+)$/m ? $1 : '-';
         print $out join(' ', scheduler_up($r->{content}) // '-', $workers, $problem // 'ok'), "\n";
     }
@@ -57,8 +58,8 @@ if ($scraper == 0) {
 sub register {
     my ($from, $to) = @_;
     for my $i ($from .. $to) {
-        my ($st) = call($d, 'POST', '/workers',
-                        { worker_id => sprintf('worker-%05d', $i), cpu_m => 1000, memory_mb => 1024 });
+        my ($st) = call($d, 'POST', '/workers', { worker_id => sprintf('worker-%05d', $i),
+                                                  cpu_m => 1000, memory_mb => 1024 });
         die "registering worker $i: $st" unless $st == 201;
     }
 }
@@ -79,7 +80,8 @@ for my $n (5, 50, 500, 2_000, 5_000, 10_000) {
 kill 'TERM', $scraper;
 is(wait_exit($scraper, 60), 0, 'the scraper stopped');
 
-note(join "\n", map { "$_->{workers} workers: $_->{size} bytes, inode $_->{ino}, generation $_->{generation}" } @files);
+note(join "\n", map { "$_->{workers} workers: $_->{size} bytes, inode $_->{ino}, "
+                      . "generation $_->{generation}" } @files);
 my @sizes = map { $_->{size} } @files;
 ok(!grep({ $sizes[$_] < $sizes[$_ - 1] } 1 .. $#sizes), 'the segment never shrank');
 cmp_ok($sizes[-1], '>', 4 * $idle_size, 'it grew with the workers');

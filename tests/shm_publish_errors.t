@@ -23,7 +23,8 @@ chmod 0755, $dir;
 mkdir "$dir/seg" or die;
 chmod 0777, "$dir/seg";
 my $d = start_daemon({ segment => "$dir/seg/segment", as => \@as_other }, $port,
-                     qw(--publish-interval-ms 50 --heartbeat-timeout-s 3600 --worker-timeout-s 7200));
+                     qw(--publish-interval-ms 50 --heartbeat-timeout-s 3600
+                        --worker-timeout-s 7200));
 ok(settle($d), 'the daemon publishes');
 
 sub count_lines { my ($re) = @_; return scalar(() = slurp($d->{log}) =~ /$re/mg) }
@@ -44,7 +45,8 @@ is(count_lines(qr/metrics not published: .*Permission denied/), 1,
 like(scalar `build/hodei-metrics --stale-after 0.5 $d->{segment}`, qr/^hodei_scheduler_up 0$/m,
      'readers see the scheduler down');
 my $last = sample(scalar `build/hodei-metrics $d->{segment}`, 'hodei_workers_total') // -1;
-ok($last >= 0 && $last < 2000, "the segment still holds the last snapshot that fitted ($last workers)");
+ok($last >= 0 && $last < 2000,
+   "the segment still holds the last snapshot that fitted ($last workers)");
 
 chmod 0777, "$dir/seg" or die;
 ok(settle($d), 'publishing again once the directory is writable');

@@ -49,8 +49,11 @@ static inline char *mem_sink_done(struct mem_sink *m)
 /* ---- an exposition checker ---------------------------------------------------------- */
 
 static char exposition_why[512];
-#define EXPOSITION_PROBLEM(...) \
-    do { snprintf(exposition_why, sizeof(exposition_why), __VA_ARGS__); return exposition_why; } while (0)
+#define EXPOSITION_PROBLEM(...)                                                   \
+    do {                                                                          \
+        snprintf(exposition_why, sizeof(exposition_why), __VA_ARGS__);           \
+        return exposition_why;                                                    \
+    } while (0)
 
 /* Length of a family's name as its HELP and TYPE lines spell it in fmt. */
 static size_t family_base_len(const struct hodei_family *f, enum hodei_format fmt)

@@ -1162,10 +1162,12 @@ static void test_label_kinds(void **state)
     uint32_t per_kind[HODEI_LABEL_KIND_COUNT], caps[HODEI_F_COUNT];
     hodei_label_default_counts(per_kind);
     per_kind[HODEI_LABEL_TENANT] = 5;
-    assert_int_equal(hodei_family_series_cap(HODEI_F_JOBS_FAILED_TOTAL, per_kind), 5 * HODEI_ERR_COUNT);
+    assert_int_equal(hodei_family_series_cap(HODEI_F_JOBS_FAILED_TOTAL, per_kind),
+                     5 * HODEI_ERR_COUNT);
     assert_int_equal(hodei_family_series_cap(HODEI_F_JOBS_SUBMITTED_TOTAL, per_kind), 5);
     assert_int_equal(hodei_family_series_cap(HODEI_F_CPU_USAGE_PERCENT, per_kind), 10000);
-    assert_int_equal(hodei_family_series_cap(HODEI_F_EVENTS_DROPPED_TOTAL, per_kind), HODEI_EV_COUNT);
+    assert_int_equal(hodei_family_series_cap(HODEI_F_EVENTS_DROPPED_TOTAL, per_kind),
+                     HODEI_EV_COUNT);
     assert_int_equal(hodei_family_series_cap(HODEI_F_JOBS_QUEUED, per_kind), 1);
     assert_int_equal(hodei_family_series_cap(HODEI_F_SCHEDULER_UP, per_kind), 0);
     assert_int_equal(hodei_family_series_cap(HODEI_F_HTTP_REQUESTS_TOTAL, per_kind), 0);

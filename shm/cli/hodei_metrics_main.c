@@ -92,8 +92,8 @@ static void print_families(void)
         json_string(l->kind);
         printf(", \"name\": ");
         json_string(l->name);
-        printf(", \"origin\": \"%s\", \"default_values\": %u, \"values\": [", origin_names[l->origin],
-               l->nvalues);
+        printf(", \"origin\": \"%s\", \"default_values\": %u, \"values\": [",
+               origin_names[l->origin], l->nvalues);
         for (uint32_t i = 0; l->origin == HODEI_ORIGIN_SET && i < l->nvalues; i++) {
             printf("%s", i ? ", " : "");
             json_string(l->values[i]);

@@ -28,7 +28,8 @@ sub exposition_problem {
             $f = $families[++$k] or return "line $i: more families than the schema";
             return "line $i: HELP $1 where $f->{name} belongs" unless $1 eq $f->{name};
             my $type = $lines[++$i] // '';
-            return "line $i: no TYPE $f->{name} $f->{type}" unless $type eq "# TYPE $f->{name} $f->{type}";
+            return "line $i: no TYPE $f->{name} $f->{type}"
+                unless $type eq "# TYPE $f->{name} $f->{type}";
             next;
         }
         return "line $i: unexpected comment" if $line =~ /^#/;

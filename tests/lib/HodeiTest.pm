@@ -42,7 +42,8 @@ sub slurp {
     return scalar(<$fh>) // '';
 }
 
-# The schema as build/hodei-metrics --families prints it: { families => [...], label_kinds => [...] }.
+# The schema as build/hodei-metrics --families prints it:
+# { families => [...], label_kinds => [...] }.
 my $SCHEMA;
 sub schema {
     $SCHEMA //= JSON::PP->new->decode(scalar `build/hodei-metrics --families`
