@@ -11,8 +11,9 @@ my $runs = $ENV{HODEI_FUZZ_RUNS} || 15000;
 my $corpus = tempdir(CLEANUP => 1);
 system("cp build/fuzz-corpus/segment build/fuzz-corpus/payload build/fuzz-corpus/native $corpus/") == 0
     or BAIL_OUT('no seed corpus: make build/fuzz-corpus/.seeded');
-my $log = `build/tests/fuzz_segment -runs=$runs -max_total_time=900 -max_len=65536 \
-            -artifact_prefix=$corpus/ $corpus 2>&1`;
+my @fuzz = ('build/tests/fuzz_segment', "-runs=$runs", '-max_total_time=900', '-max_len=65536',
+            "-artifact_prefix=$corpus/", $corpus);
+my $log = `@fuzz 2>&1`;
 my $rc = $? >> 8;
 my ($done) = $log =~ /Done (\d+) runs/;
 is($rc, 0, "no crash or sanitizer report in $runs inputs") or diag(substr($log, -3000));
