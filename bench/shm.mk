@@ -8,3 +8,10 @@ bench-shm: $(BUILD)/bench/shm_bench
 	$(BUILD)/bench/shm_bench
 
 BENCH_TARGETS += bench-shm
+
+# The idle daemon's segment and RSS, and what tenants and workers add (sizes, one run).
+.PHONY: bench-segment
+bench-segment: $(BUILD)/hodei-scheduler $(BUILD)/hodei-metrics
+	perl bench/segment_size.pl
+
+BENCH_TARGETS += bench-segment

@@ -10,22 +10,21 @@
 
 /* Queue of the aggregator's subscription: several intervals' worth of a busy scheduler. */
 #define AGGREGATOR_QUEUE 65536
+/* Slots of the segment: a reader is disturbed only after SEGMENT_SLOTS - 1 publishes. */
+#define SEGMENT_SLOTS    4
+/* The snapshot buffer's first size: an idle daemon's snapshot fits. */
+#define FIRST_BUFFER     (64 * 1024)
 
 void metrics_caps(uint32_t caps[HODEI_F_COUNT], uint32_t max_tenants, uint32_t max_workers)
 {
-    hodei_default_caps(caps);
+    uint32_t per_kind[HODEI_LABEL_KIND_COUNT];
+    hodei_label_default_counts(per_kind);
+    per_kind[HODEI_LABEL_TENANT] = max_tenants + 1;          /* and __overflow__ */
+    per_kind[HODEI_LABEL_WORKER] = max_workers;              /* the rest are refused */
     for (int f = 0; f < HODEI_F_COUNT; f++) {
-        const struct hodei_family *fam = &hodei_families[f];
-        if (fam->source != HODEI_SRC_DAEMON && fam->source != HODEI_SRC_BOTH) {
-            caps[f] = 0;
-            continue;
-        }
-        if (fam->nlabels == 0)
-            continue;
-        if (strcmp(fam->labels[0], "tenant_id") == 0)
-            caps[f] = (max_tenants + 1) * (fam->nlabels == 2 ? HODEI_ERR_COUNT : 1);
-        else if (strcmp(fam->labels[0], "worker_id") == 0)
-            caps[f] = max_workers;
+        enum hodei_source src = hodei_families[f].source;
+        caps[f] = src == HODEI_SRC_DAEMON || src == HODEI_SRC_BOTH
+                      ? hodei_family_series_cap(f, per_kind) : 0;
     }
 }
 
@@ -161,6 +160,24 @@ static uint64_t bus_total(const struct bus_counters *c)
     return n;
 }
 
+/* Builds the snapshot into p->buf, which grows as the snapshot needs, up to what the caps
+ * allow; returns its length, 0 if it did not fit even that. */
+static size_t build(struct metrics_publisher *p, const struct bus_counters *bc)
+{
+    for (;;) {
+        size_t len = metrics_build(p->sched, bc, p->version, p->buf, p->cap, hodei_now());
+        if (len > 0 || p->cap >= p->cap_max)
+            return len;
+        size_t cap = p->cap * 2 < p->cap_max ? p->cap * 2 : p->cap_max;
+        void *buf = aligned_alloc(64, (cap + 63) & ~(size_t) 63);
+        if (buf == NULL)
+            return 0;
+        free(p->buf);
+        p->buf = buf;
+        p->cap = cap;
+    }
+}
+
 static void publish(struct metrics_publisher *p, int force)
 {
     struct bus_counters bc;
@@ -172,12 +189,25 @@ static void publish(struct metrics_publisher *p, int force)
         p->heartbeats++;
         return;
     }
-    size_t len = metrics_build(p->sched, &bc, p->version, p->buf, p->cap, hodei_now());
-    if (len == 0 || hodei_seg_publish(&p->seg, p->buf, len) < 0) {
-        log_error("metrics snapshot does not fit the segment (%zu bytes)", p->cap);
-        hodei_seg_heartbeat(&p->seg);
+    uint64_t grown = p->seg.grown;
+    size_t len = build(p, &bc);
+    const char *why = len == 0 ? "the snapshot exceeds what the series caps allow" : NULL;
+    if (len > 0 && hodei_seg_publish(&p->seg, p->buf, len) != 0)
+        why = p->seg.err;
+    if (why) {
+        /* No heartbeat either: once it is stale, nginx reports the scheduler down rather
+         * than serve these numbers as current.  Logged when it starts, not every interval. */
+        if (!p->failing)
+            log_error("metrics not published: %s; trying again every %u ms", why,
+                      p->interval_ms);
+        p->failing = 1;
         return;
     }
+    if (p->failing)
+        log_info("metrics published again");
+    p->failing = 0;
+    if (p->seg.grown != grown)
+        log_info("metrics segment grew to %zu bytes for a %zu-byte snapshot", p->seg.size, len);
     p->last_changes = changes;
     p->publishes++;
 }
@@ -208,19 +238,26 @@ int metrics_start(struct metrics_publisher *p, const char *path, const struct sc
 {
     memset(p, 0, sizeof *p);
     uint32_t caps[HODEI_F_COUNT];
+    struct bus_counters bc;
     metrics_caps(caps, max_tenants, max_workers);
-    p->cap = hodei_payload_bound(caps);
-    p->buf = aligned_alloc(64, (p->cap + 63) & ~(size_t) 63);
-    char err[256];
-    if (!p->buf || hodei_seg_create(&p->seg, path, 4, p->cap, err, sizeof err) < 0) {
-        log_error("cannot create the metrics segment %s: %s", path, p->buf ? err : "no memory");
-        free(p->buf);
-        return -1;
-    }
     p->sched = s;
     p->bus = bus;
     p->version = version;
     p->interval_ms = interval_ms;
+    p->cap_max = hodei_payload_bound(caps);
+    p->cap = p->cap_max < FIRST_BUFFER ? p->cap_max : FIRST_BUFFER;
+    p->buf = aligned_alloc(64, (p->cap + 63) & ~(size_t) 63);
+    /* the segment starts with room for what there is now, and grows with it */
+    bus_counters_read(bus, &bc);
+    size_t len = p->buf ? build(p, &bc) : 0;
+    char err[256];
+    if (len == 0 || hodei_seg_create(&p->seg, path, SEGMENT_SLOTS, hodei_seg_room(len), err,
+                                     sizeof err) < 0) {
+        log_error("cannot create the metrics segment %s: %s", path,
+                  len ? err : "no memory for the first snapshot");
+        free(p->buf);
+        return -1;
+    }
     p->sub = bus_subscribe(bus, AGGREGATOR_QUEUE, 0);
     pthread_mutex_init(&p->lock, NULL);
     hodei_cond_init_monotonic(&p->cond);
@@ -229,8 +266,8 @@ int metrics_start(struct metrics_publisher *p, const char *path, const struct sc
         log_error("cannot start the metrics thread");
         return -1;
     }
-    log_info("metrics segment %s: %zu bytes per snapshot at most, published every %u ms", path,
-             p->cap, interval_ms);
+    log_info("metrics segment %s: %zu bytes, grows with the snapshot; published every %u ms",
+             path, p->seg.size, interval_ms);
     return 0;
 }
 

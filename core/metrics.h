@@ -3,6 +3,10 @@
  * snapshot of every daemon-side family and publishes it to the segment each interval (a
  * heartbeat only when nothing changed).  The snapshot is built privately under
  * rcu_read_lock(), reading counters with relaxed atomic loads.
+ *
+ * Memory follows what the scheduler holds, not its caps: the snapshot buffer and the segment
+ * start with room for the first snapshot and grow when a snapshot outgrows them (the segment
+ * by replacing its file, hodei_segment.h); the caps only bound how far.
  */
 #ifndef HODEI_CORE_METRICS_H
 #define HODEI_CORE_METRICS_H
@@ -15,7 +19,8 @@
 #include "hodei_segment.h"
 #include "scheduler.h"
 
-/* Series caps of the daemon's families for the configured tenant and worker caps. */
+/* Series caps of the daemon's families for the configured tenant and worker caps, from the
+ * kinds of their labels. */
 void metrics_caps(uint32_t caps[HODEI_F_COUNT], uint32_t max_tenants, uint32_t max_workers);
 
 /* Builds the snapshot into buf (8-aligned, cap bytes); returns its length, 0 if it did not
@@ -30,8 +35,10 @@ struct metrics_publisher {
     struct bus_sub *sub;
     const char *version;
     void *buf;
-    size_t cap;
+    size_t cap;                 /* bytes of buf: grows with the snapshot ... */
+    size_t cap_max;             /* ... up to what the series caps allow */
     unsigned interval_ms;
+    int failing;                /* the last publish failed (logged once, when it started) */
     uint64_t last_changes;
     pthread_t thread;
     pthread_mutex_t lock;

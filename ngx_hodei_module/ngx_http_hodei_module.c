@@ -5,10 +5,10 @@
  * through the one renderer of shm/; the zone (ngx_http_hodei_zone.c) holds the counters every
  * worker adds to.  Everything the log phase needs is worked out here, at configuration time.
  */
+#include "ngx_http_hodei_module.h"
+
 #include <math.h>
 #include <stdlib.h>
-
-#include "ngx_http_hodei_module.h"
 
 
 #define NGX_HTTP_HODEI_SEGMENT_DEFAULT   "/dev/shm/hodei-metrics"

@@ -90,9 +90,12 @@ ngx_int_t ngx_http_hodei_zone_init(ngx_shm_zone_t *shm_zone, void *data);
 void ngx_http_hodei_zone_set_buckets(ngx_http_hodei_zone_t *zone, double *buckets,
     ngx_uint_t n);
 ngx_int_t ngx_http_hodei_log_handler(ngx_http_request_t *r);
-size_t ngx_http_hodei_zone_snapshot_bound(ngx_http_hodei_zone_t *zone);
-ngx_int_t ngx_http_hodei_zone_snapshot(ngx_http_hodei_zone_t *zone, void *buf,
-    size_t size, struct hodei_snapshot *snap, ngx_log_t *log);
+/* The zone's live series (acquire): a snapshot of that many needs at most the bound. */
+ngx_uint_t ngx_http_hodei_zone_nseries(ngx_http_hodei_zone_t *zone);
+size_t ngx_http_hodei_zone_snapshot_bound(ngx_http_hodei_zone_t *zone, ngx_uint_t nseries);
+/* Builds and validates a snapshot of the first nseries series into buf. */
+ngx_int_t ngx_http_hodei_zone_snapshot(ngx_http_hodei_zone_t *zone, ngx_uint_t nseries,
+    void *buf, size_t size, struct hodei_snapshot *snap, ngx_log_t *log);
 
 /* ngx_http_hodei_scrape.c */
 ngx_int_t ngx_http_hodei_scrape_handler(ngx_http_request_t *r);

@@ -1,20 +1,23 @@
 /*
  * ngx_http_hodei_scrape.c — the hodei_metrics content handler.
  *
- * Each worker maps the daemon's segment read-only on its first scrape and keeps the mapping
- * (and the private copy the reader validates) until the daemon replaces the file.  A scrape
- * copies one consistent snapshot, builds one of the HTTP zone, and renders both with the one
- * renderer of shm/ straight into output blocks that the worker keeps between scrapes: fresh
+ * Each scrape opens the daemon's segment, copies one consistent snapshot into the private
+ * buffer the worker keeps, and closes the file again: a segment the daemon replaced (a
+ * restart, or growth) is simply the file found next time, and nothing a file does under the
+ * reader (truncated, rewritten, a FIFO planted at the path) can fault or block the worker
+ * (shm/hodei_segment.h says how).  The scrape builds a snapshot of the HTTP zone, touching only
+ * its live series, and renders both with the one renderer of shm/ straight into output blocks
+ * that the worker keeps between scrapes: fresh
  * heap memory for every scrape would cost a page fault per 4 KiB, several milliseconds for a
  * large exposition, and glibc returns it to the kernel after each request.  A segment that is missing,
  * invalid or stale leaves the daemon's families without samples and hodei_scheduler_up at 0:
  * the numbers of a dead daemon are never served as current.
  */
-#include <math.h>
-
 #include "ngx_http_hodei_module.h"
 #include "hodei_render.h"
 #include "hodei_segment.h"
+
+#include <math.h>
 
 
 #define NGX_HTTP_HODEI_OUTPUT_BUF   65536
@@ -37,10 +40,10 @@ struct ngx_http_hodei_block_s {
 typedef struct {
     ngx_http_hodei_block_t     *free;           /* output blocks ready for reuse */
     ngx_uint_t                  nfree;
-    struct hodei_seg_reader     reader;         /* reader.map NULL: not mapped */
+    struct hodei_seg_reader     reader;         /* its buffer is kept between scrapes */
     ngx_uint_t                  state;          /* last state logged; starts at HODEI_SEG_OK */
-    void                       *zone_buf;       /* the HTTP zone's snapshot is built here */
-    size_t                      zone_buf_size;
+    void                       *zone_buf;       /* the HTTP zone's snapshot is built here; */
+    size_t                      zone_buf_size;  /* it grows with the zone's live series */
 } ngx_http_hodei_scrape_t;
 
 
@@ -87,24 +90,6 @@ ngx_http_hodei_log_state(ngx_http_request_t *r, ngx_http_hodei_main_conf_t *mcf,
 }
 
 
-/* 1 when a reader that got st can trust the header's heartbeat and start time. */
-static ngx_uint_t
-ngx_http_hodei_header_readable(enum hodei_seg_status st)
-{
-    switch (st) {
-    case HODEI_SEG_OK:
-    case HODEI_SEG_EMPTY:
-    case HODEI_SEG_BAD_SLOT:
-    case HODEI_SEG_BAD_LENGTH:
-    case HODEI_SEG_BUSY:
-    case HODEI_SEG_BAD_PAYLOAD:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-
 /*
  * Fills in's scheduler fields and returns the daemon's snapshot, or NULL when it must not
  * be served (unreadable or stale).
@@ -114,31 +99,21 @@ ngx_http_hodei_read_segment(ngx_http_request_t *r, ngx_http_hodei_main_conf_t *m
     struct hodei_snapshot *snap, struct hodei_render_input *in)
 {
     double                    age;
-    const char               *path, *why;
+    const char               *why;
     ngx_uint_t                state;
     enum hodei_seg_status     st;
     struct hodei_seg_reader  *reader;
 
     reader = &ngx_http_hodei_scrape.reader;
-    path = (const char *) mcf->segment.data;
-    why = NULL;
-    st = HODEI_SEG_OK;
 
-    /* a restarted daemon replaces the file: follow it without a reload */
-    if (hodei_seg_replaced(reader, path)) {
-        hodei_seg_unmap(reader);
-        st = hodei_seg_open(reader, path);
-    }
+    st = hodei_seg_load(reader, (const char *) mcf->segment.data, snap, NULL, &why);
 
-    if (st == HODEI_SEG_OK) {
-        st = hodei_seg_read(reader, snap, NULL, &why);
-    }
-
-    age = NAN;
+    /* NaN unless the header was read and checked: then its heartbeat and start time count */
+    age = hodei_seg_age(reader);
     in->created = 0;
 
-    if (ngx_http_hodei_header_readable(st)) {
-        age = ngx_max(hodei_seg_age(reader), 0);
+    if (!isnan(age)) {
+        age = ngx_max(age, 0);
         in->created = hodei_seg_start_time(reader);
     }
 
@@ -163,6 +138,9 @@ static struct hodei_snapshot *
 ngx_http_hodei_read_zone(ngx_http_request_t *r, ngx_http_hodei_main_conf_t *mcf,
     struct hodei_snapshot *snap)
 {
+    void                     *buf;
+    size_t                    size;
+    ngx_uint_t                nseries;
     ngx_http_hodei_scrape_t  *scrape;
 
     if (mcf->zone == NULL) {
@@ -171,18 +149,29 @@ ngx_http_hodei_read_zone(ngx_http_request_t *r, ngx_http_hodei_main_conf_t *mcf,
 
     scrape = &ngx_http_hodei_scrape;
 
-    /* the zone's capacity is fixed for the life of this worker: one buffer will do */
-    if (scrape->zone_buf == NULL) {
-        scrape->zone_buf_size = ngx_http_hodei_zone_snapshot_bound(mcf->zone);
-        scrape->zone_buf = ngx_alloc(scrape->zone_buf_size, r->connection->log);
-        if (scrape->zone_buf == NULL) {
+    /* the series counted so far: those the snapshot will hold, whatever is added meanwhile */
+    nseries = ngx_http_hodei_zone_nseries(mcf->zone);
+    size = ngx_http_hodei_zone_snapshot_bound(mcf->zone, nseries);
+
+    if (scrape->zone_buf_size < size) {
+        /* room for a quarter more series than now: the buffer follows the zone's growth */
+        size += size / 4;
+
+        buf = ngx_alloc(size, r->connection->log);
+        if (buf == NULL) {
             return NULL;
         }
+
+        if (scrape->zone_buf) {
+            ngx_free(scrape->zone_buf);
+        }
+
+        scrape->zone_buf = buf;
+        scrape->zone_buf_size = size;
     }
 
-    if (ngx_http_hodei_zone_snapshot(mcf->zone, scrape->zone_buf,
-                                     scrape->zone_buf_size, snap,
-                                     r->connection->log)
+    if (ngx_http_hodei_zone_snapshot(mcf->zone, nseries, scrape->zone_buf,
+                                     scrape->zone_buf_size, snap, r->connection->log)
         != NGX_OK)
     {
         return NULL;
@@ -197,7 +186,7 @@ ngx_http_hodei_scrape_exit(void)
 {
     ngx_http_hodei_block_t  *block;
 
-    hodei_seg_unmap(&ngx_http_hodei_scrape.reader);
+    hodei_seg_reader_free(&ngx_http_hodei_scrape.reader);
 
     while (ngx_http_hodei_scrape.free) {
         block = ngx_http_hodei_scrape.free;

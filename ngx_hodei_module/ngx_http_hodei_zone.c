@@ -8,13 +8,18 @@
  * new series takes the zone's mutex, to claim a free slot.  A slot's label key is written before
  * its state is published and never changes afterwards, so readers need no lock.  Past the
  * table's capacity requests fold into the __overflow__ series instead of failing.
+ *
+ * Beside the table, an append-only index lists the occupied slots in the order they were
+ * claimed: a scrape walks only the live series, so its cost follows them and not the zone's
+ * size.  The claimer writes the entry, then publishes it by raising nseries (release); a
+ * reader loads nseries (acquire) and reads that many entries.
  */
 #include "ngx_http_hodei_module.h"
 
 
 #define NGX_HTTP_HODEI_ZONE_MAGIC    0x454e4f5a49444f48ull   /* "HODIZONE" */
 /* bump when ngx_http_hodei_zone_sh_t or ngx_http_hodei_series_t change */
-#define NGX_HTTP_HODEI_ZONE_VERSION  1
+#define NGX_HTTP_HODEI_ZONE_VERSION  2
 
 
 /* What the log phase counts for one request. */
@@ -47,12 +52,16 @@ struct ngx_http_hodei_zone_sh_s {
     uint32_t                    max_series;     /* slots that may be used: 3/4 of them */
     uint32_t                    generation;     /* changes when a reload re-initialises */
     double                      created;
-    ngx_atomic_t                nseries;
+    ngx_atomic_t                nseries;        /* entries of the index in use */
     ngx_atomic_t                duration_sum_ms;
     ngx_atomic_t                duration_bucket[HODEI_BUCKETS_MAX + 1];
     ngx_http_hodei_series_t     overflow;       /* every label "__overflow__" */
-    ngx_http_hodei_series_t     series[1];      /* nslots */
+    ngx_http_hodei_series_t     series[1];      /* nslots, then uint32_t index[nslots] */
 };
+
+
+/* The occupied slots' numbers, in the order they were claimed. */
+#define ngx_http_hodei_zone_index(sh)  ((uint32_t *) &(sh)->series[(sh)->nslots])
 
 
 #if (HODEI_LABEL_VALUE_MAX > 255)
@@ -191,7 +200,7 @@ ngx_http_hodei_zone_init(ngx_shm_zone_t *shm_zone, void *data)
     size = shpool->pfree * ngx_pagesize;
 
     if (size < offsetof(ngx_http_hodei_zone_sh_t, series)
-               + 4 * sizeof(ngx_http_hodei_series_t))
+               + 4 * (sizeof(ngx_http_hodei_series_t) + sizeof(uint32_t)))
     {
         ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
                       "hodei_http_zone \"%V\" is too small", &shm_zone->shm.name);
@@ -206,7 +215,7 @@ ngx_http_hodei_zone_init(ngx_shm_zone_t *shm_zone, void *data)
     ngx_memzero(sh, size);
 
     nslots = (size - offsetof(ngx_http_hodei_zone_sh_t, series))
-             / sizeof(ngx_http_hodei_series_t);
+             / (sizeof(ngx_http_hodei_series_t) + sizeof(uint32_t));
 
     sh->magic = NGX_HTTP_HODEI_ZONE_MAGIC;
     sh->version = NGX_HTTP_HODEI_ZONE_VERSION;
@@ -316,6 +325,9 @@ ngx_http_hodei_zone_insert(ngx_http_hodei_zone_t *zone, uint32_t hash,
 
             ngx_memory_barrier();
             s->state = 1;
+
+            ngx_http_hodei_zone_index(sh)[sh->nseries] = (uint32_t) (s - sh->series);
+            ngx_memory_barrier();
             sh->nseries++;
         }
     }
@@ -565,14 +577,21 @@ ngx_http_hodei_log_handler(ngx_http_request_t *r)
 
 /* ---- the scrape ------------------------------------------------------------------------ */
 
+ngx_uint_t
+ngx_http_hodei_zone_nseries(ngx_http_hodei_zone_t *zone)
+{
+    return ngx_http_hodei_load_acquire(&zone->sh->nseries);
+}
+
+
 size_t
-ngx_http_hodei_zone_snapshot_bound(ngx_http_hodei_zone_t *zone)
+ngx_http_hodei_zone_snapshot_bound(ngx_http_hodei_zone_t *zone, ngx_uint_t nseries)
 {
     uint32_t  caps[HODEI_F_COUNT];
 
     ngx_memzero(caps, sizeof(caps));
 
-    caps[HODEI_F_HTTP_REQUESTS_TOTAL] = zone->sh->max_series + 1;
+    caps[HODEI_F_HTTP_REQUESTS_TOTAL] = nseries + 1;
     caps[HODEI_F_HTTP_REQUEST_DURATION_SECONDS] = 1;
     caps[HODEI_F_METRICS_LABEL_OVERFLOW_TOTAL] = 1;
 
@@ -580,30 +599,35 @@ ngx_http_hodei_zone_snapshot_bound(ngx_http_hodei_zone_t *zone)
 }
 
 
-/* Adds the table's series to the current family (hodei_http_requests_total). */
+/* Adds the first nseries series of the index to the current family. */
 static void
-ngx_http_hodei_zone_add_requests(ngx_http_hodei_zone_sh_t *sh, struct hodei_builder *b)
+ngx_http_hodei_zone_add_requests(ngx_http_hodei_zone_sh_t *sh, ngx_uint_t nseries,
+    struct hodei_builder *b)
 {
     u_char                    endpoint[HODEI_LABEL_VALUE_MAX + 1];
     u_char                    status[NGX_INT_T_LEN + 1];
     size_t                    len;
-    uint32_t                  i;
+    uint32_t                  slot, *index;
+    ngx_uint_t                i;
     const char               *labels[3];
     ngx_http_hodei_series_t  *s;
 
     labels[1] = (const char *) endpoint;
     labels[2] = (const char *) status;
 
-    for (i = 0; i < sh->nslots; i++) {
-        s = &sh->series[i];
+    index = ngx_http_hodei_zone_index(sh);
 
-        if (ngx_http_hodei_load_acquire(&s->state) == 0) {
+    for (i = 0; i < nseries; i++) {
+        slot = index[i];
+
+        /* never let one damaged entry cost the whole family */
+        if (slot >= sh->nslots) {
             continue;
         }
 
+        s = &sh->series[slot];
         len = s->endpoint_len;
 
-        /* never let one damaged slot cost the whole family */
         if (len == 0 || len > HODEI_LABEL_VALUE_MAX
             || s->method >= NGX_HTTP_HODEI_METHODS
             || !hodei_utf8_valid(s->endpoint, len))
@@ -625,8 +649,8 @@ ngx_http_hodei_zone_add_requests(ngx_http_hodei_zone_sh_t *sh, struct hodei_buil
 
 
 ngx_int_t
-ngx_http_hodei_zone_snapshot(ngx_http_hodei_zone_t *zone, void *buf, size_t size,
-    struct hodei_snapshot *snap, ngx_log_t *log)
+ngx_http_hodei_zone_snapshot(ngx_http_hodei_zone_t *zone, ngx_uint_t nseries, void *buf,
+    size_t size, struct hodei_snapshot *snap, ngx_log_t *log)
 {
     double                     sum;
     size_t                     len;
@@ -642,7 +666,7 @@ ngx_http_hodei_zone_snapshot(ngx_http_hodei_zone_t *zone, void *buf, size_t size
 
     hodei_builder_family(&b, HODEI_F_HTTP_REQUESTS_TOTAL);
 
-    ngx_http_hodei_zone_add_requests(sh, &b);
+    ngx_http_hodei_zone_add_requests(sh, nseries, &b);
 
     n = sh->overflow.count;
 

@@ -314,18 +314,29 @@ prom_value() {
         | sed -n 's/.*"value":\[[^,]*,"\([^"]*\)"\].*/\1/p'
 }
 
-# human SECONDS: "0.8ms", "1.2s", or "-" when there is no value yet.
+# human SECONDS [FIRST_BUCKET]: "0.8ms", "1.2s", or "-" when there is no value yet.  A
+# quantile within the first bucket is only histogram_quantile's interpolation between 0 and
+# that bound: it says "< 1ms" (the bound) instead of a figure it does not know.
 human() {
-    awk -v v="$1" 'BEGIN { if (v == "" || v == "NaN") print "-";
-                           else if (v < 1) printf "%.1fms\n", v * 1000; else printf "%.2fs\n", v }'
+    awk -v v="$1" -v first="${2:-0}" 'BEGIN {
+        if (v == "" || v == "NaN") print "-";
+        else if (first > 0 && v <= first) printf "< %s\n", first < 1 ? first * 1000 "ms" : first "s";
+        else if (v < 1) printf "%.1fms\n", v * 1000; else printf "%.2fs\n", v }'
+}
+
+# first_bucket FAMILY: the first bucket bound of a histogram in the scrape on stdin.
+first_bucket() {
+    sed -n "s/^$1_bucket{le=\"\([^\"]*\)\"}.*/\1/p" | head -1
 }
 
 # The summary: the scrape gives the counts, Prometheus the quantiles (recorded by the rules).
 summary() {
     local elapsed=$1 scrape p95_sched p95_wait firing
     scrape=$(curl -fs --max-time 2 "$metrics_url") || { say "[${elapsed}s] scrape of $metrics_url failed"; return; }
-    p95_sched=$(human "$(prom_value 'hodei:scheduling_latency_seconds:p95_5m')")
-    p95_wait=$(human "$(prom_value 'hodei:queue_wait_time_seconds:p95_5m')")
+    p95_sched=$(human "$(prom_value 'hodei:scheduling_latency_seconds:p95_5m')" \
+                      "$(first_bucket hodei_scheduling_latency_seconds <<<"$scrape")")
+    p95_wait=$(human "$(prom_value 'hodei:queue_wait_time_seconds:p95_5m')" \
+                     "$(first_bucket hodei_queue_wait_time_seconds <<<"$scrape")")
     firing=$(curl -fsG --max-time 2 "$prom_url/api/v1/query" \
                  --data-urlencode 'query=ALERTS{alertstate="firing"}' 2>/dev/null \
              | grep -o '"alertname":"[^"]*"' | cut -d'"' -f4 | sort -u | paste -sd, -)

@@ -24,22 +24,46 @@ static int params_valid(const struct hodei_fill_params *p)
            && p->event_types >= 1 && p->event_types <= HODEI_EV_COUNT;
 }
 
+/* How many values of each label kind the fill holds: the parameters for the kinds they
+ * name, one family for the overflow counter, the schema's sets otherwise, none of nginx's. */
+static void values_per_kind(const struct hodei_fill_params *p,
+                            uint32_t per_kind[HODEI_LABEL_KIND_COUNT])
+{
+    hodei_label_default_counts(per_kind);
+    per_kind[HODEI_LABEL_TENANT] = p->tenants;
+    per_kind[HODEI_LABEL_WORKER] = p->workers;
+    per_kind[HODEI_LABEL_ERROR_TYPE] = p->error_types;
+    per_kind[HODEI_LABEL_EVENT_TYPE] = p->event_types;
+    per_kind[HODEI_LABEL_FAMILY] = 1;
+}
+
+static int filled(const struct hodei_family *f)
+{
+    return f->source == HODEI_SRC_DAEMON || f->source == HODEI_SRC_BOTH;
+}
+
 void hodei_fill_caps(const struct hodei_fill_params *p, uint32_t caps[HODEI_F_COUNT])
 {
-    for (int id = 0; id < HODEI_F_COUNT; id++) {
-        const struct hodei_family *f = &hodei_families[id];
-        if (f->source == HODEI_SRC_HEADER || f->source == HODEI_SRC_NGINX)
-            caps[id] = 0;
-        else if (f->nlabels == 0)
-            caps[id] = 1;
-        else if (id == HODEI_F_JOBS_FAILED_TOTAL)
-            caps[id] = p->tenants * p->error_types;
-        else if (f->labels[0][0] == 't')          /* tenant_id */
-            caps[id] = p->tenants;
-        else if (f->labels[0][0] == 'w')          /* worker_id */
-            caps[id] = p->workers;
-        else
-            caps[id] = f->default_cap;
+    uint32_t per_kind[HODEI_LABEL_KIND_COUNT];
+    values_per_kind(p, per_kind);
+    for (int id = 0; id < HODEI_F_COUNT; id++)
+        caps[id] = filled(&hodei_families[id]) ? hodei_family_series_cap(id, per_kind) : 0;
+}
+
+/* Value i of a label of kind k, into buf. */
+static const char *label_value(enum hodei_label_kind k, unsigned i, char *buf, size_t len)
+{
+    const struct hodei_label_def *l = &hodei_labels[k];
+    switch (l->origin) {
+    case HODEI_ORIGIN_SET:
+        return l->values[i];
+    case HODEI_ORIGIN_SCHEMA:
+        return hodei_families[i].name;
+    case HODEI_ORIGIN_BUILD:
+        return "0.0.0-fill";
+    default:
+        snprintf(buf, len, k == HODEI_LABEL_WORKER ? "worker-%05u" : "tenant-%04u", i + 1);
+        return buf;
     }
 }
 
@@ -59,70 +83,48 @@ static void fill_histogram(struct hodei_builder *b, const struct hodei_fill_para
     *sum = total;
 }
 
-/* One series per label value produced by name(i, buf) for i < n. */
-static void fill_labelled(struct hodei_builder *b, const struct hodei_fill_params *p,
-                          unsigned id, unsigned n, const char *fmt, double created, double divisor)
+/* Every combination of the family's label values, the first label varying slowest. */
+static void fill_series(struct hodei_builder *b, const struct hodei_fill_params *p,
+                        unsigned id, const uint32_t per_kind[HODEI_LABEL_KIND_COUNT],
+                        double created)
 {
-    char name[32];
-    const char *labels[1] = { name };
-    for (unsigned i = 0; i < n; i++) {
-        snprintf(name, sizeof(name), fmt, i + 1);
-        hodei_builder_scalar(b, labels, created, count_of(p, id, i) / divisor);
-    }
-}
+    const struct hodei_family *f = &hodei_families[id];
+    char buf[HODEI_LABELS_MAX][32];
+    const char *labels[HODEI_LABELS_MAX];
+    /* a percentage stays below 100; build information is 1 by definition */
+    double divisor = id == HODEI_F_CPU_USAGE_PERCENT ? 10 : 1;
+    uint32_t n = hodei_family_series_cap((int) id, per_kind);
 
-static void fill_bounded(struct hodei_builder *b, const struct hodei_fill_params *p,
-                         unsigned id, const char *const *names, unsigned n, double created)
-{
-    for (unsigned i = 0; i < n; i++)
-        hodei_builder_scalar(b, &names[i], created, count_of(p, id, i));
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t rest = i;
+        for (int l = f->nlabels - 1; l >= 0; l--) {
+            uint32_t count = per_kind[f->labels[l]];
+            labels[l] = label_value(f->labels[l], rest % count, buf[l], sizeof(buf[l]));
+            rest /= count;
+        }
+        hodei_builder_scalar(b, labels, created,
+                             id == HODEI_F_BUILD_INFO ? 1 : count_of(p, id, i) / divisor);
+    }
 }
 
 size_t hodei_fill_build(void *buf, size_t cap, const struct hodei_fill_params *p)
 {
     struct hodei_builder b;
+    uint32_t per_kind[HODEI_LABEL_KIND_COUNT];
     double created = created_of(p);
     if (!params_valid(p))
         return 0;
+    values_per_kind(p, per_kind);
     hodei_builder_init(&b, buf, cap, created + 60);
     for (unsigned id = 0; id < HODEI_F_COUNT; id++) {
         const struct hodei_family *f = &hodei_families[id];
-        if (f->source == HODEI_SRC_HEADER || f->source == HODEI_SRC_NGINX)
+        if (!filled(f))
             continue;
         hodei_builder_family(&b, id);
-        if (f->type == HODEI_HISTOGRAM) {
+        if (f->type == HODEI_HISTOGRAM)
             fill_histogram(&b, p, id, created);
-        } else if (id == HODEI_F_JOBS_FAILED_TOTAL) {
-            char tenant[32];
-            for (unsigned t = 0; t < p->tenants; t++) {
-                snprintf(tenant, sizeof(tenant), "tenant-%04u", t + 1);
-                for (unsigned e = 0; e < p->error_types; e++) {
-                    const char *labels[2] = { tenant, hodei_error_type_names[e] };
-                    hodei_builder_scalar(&b, labels, created,
-                                         count_of(p, id, t * HODEI_ERR_COUNT + e));
-                }
-            }
-        } else if (id == HODEI_F_CPU_USAGE_PERCENT) {
-            fill_labelled(&b, p, id, p->workers, "worker-%05u", created, 10);  /* 0.1 .. 99.9 */
-        } else if (f->nlabels && f->labels[0][0] == 't') {
-            fill_labelled(&b, p, id, p->tenants, "tenant-%04u", created, 1);
-        } else if (f->nlabels && f->labels[0][0] == 'w') {
-            fill_labelled(&b, p, id, p->workers, "worker-%05u", created, 1);
-        } else if (id == HODEI_F_SCHEDULING_DECISIONS_TOTAL) {
-            fill_bounded(&b, p, id, hodei_decision_names, HODEI_DECISION_COUNT, created);
-        } else if (f->nlabels && f->labels[0][0] == 'e') {   /* event_type */
-            fill_bounded(&b, p, id, hodei_event_type_names, p->event_types, created);
-        } else if (id == HODEI_F_BUILD_INFO) {
-            const char *version[1] = { "0.0.0-fill" };
-            hodei_builder_scalar(&b, version, created, 1);
-        } else if (id == HODEI_F_METRICS_LABEL_OVERFLOW_TOTAL) {
-            const char *family[1] = { hodei_families[HODEI_F_JOBS_SCHEDULED_TOTAL].name };
-            hodei_builder_scalar(&b, family, created, count_of(p, id, 0));
-        } else if (id == HODEI_F_API_AUTH_FAILURES_TOTAL) {
-            fill_bounded(&b, p, id, hodei_auth_failure_names, HODEI_AUTH_COUNT, created);
-        } else {
-            hodei_builder_scalar(&b, NULL, created, count_of(p, id, 0));
-        }
+        else
+            fill_series(&b, p, id, per_kind, created);
     }
     return hodei_builder_finish(&b);
 }
@@ -134,10 +136,7 @@ size_t hodei_fill_samples(const struct hodei_fill_params *p)
     hodei_fill_caps(p, caps);
     for (unsigned id = 0; id < HODEI_F_COUNT; id++) {
         const struct hodei_family *f = &hodei_families[id];
-        size_t series = id == HODEI_F_EVENTS_PUBLISHED_TOTAL || id == HODEI_F_EVENTS_RECEIVED_TOTAL
-                        || id == HODEI_F_EVENTS_DROPPED_TOTAL ? p->event_types
-                        : id == HODEI_F_METRICS_LABEL_OVERFLOW_TOTAL ? 1 : caps[id];
-        n += f->type == HODEI_HISTOGRAM ? series * (f->nbuckets + 3) : series;
+        n += f->type == HODEI_HISTOGRAM ? (size_t) caps[id] * (f->nbuckets + 3) : caps[id];
     }
     return n;
 }

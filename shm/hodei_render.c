@@ -204,7 +204,7 @@ static size_t format_labels(char *buf, const struct family_ctx *c,
         size_t len;
         const char *v = hodei_series_label(snap, rec, i, &len);
         *p++ = i ? ',' : '{';
-        memcpy(p, c->f->labels[i], c->label_len[i]);
+        memcpy(p, hodei_label_name(c->f, i), c->label_len[i]);
         p += c->label_len[i];
         *p++ = '=';
         *p++ = '"';
@@ -412,8 +412,8 @@ static int pb_metrics(struct hodei_sink *sink, enum hodei_family_id id,
     const struct hodei_family *f = &hodei_families[id];
     struct hodei_pb_metric m = { .type = f->type, .nlabels = f->nlabels };
     for (unsigned l = 0; l < f->nlabels; l++) {
-        m.label_name[l] = f->labels[l];
-        m.label_name_len[l] = strlen(f->labels[l]);
+        m.label_name[l] = hodei_label_name(f, l);
+        m.label_name_len[l] = strlen(m.label_name[l]);
     }
     if (f->source == HODEI_SRC_HEADER) {
         m.value = id == HODEI_F_SCHEDULER_UP ? (in->scheduler_up ? 1 : 0)
@@ -460,7 +460,7 @@ int hodei_render(struct hodei_sink *sink, enum hodei_format fmt,
         const struct hodei_family *f = &hodei_families[id];
         struct family_ctx c = { .s = sink, .fmt = fmt, .f = f, .base_len = f->name_len };
         for (unsigned l = 0; l < f->nlabels; l++)
-            c.label_len[l] = strlen(f->labels[l]);
+            c.label_len[l] = strlen(hodei_label_name(f, l));
         if (fmt == HODEI_FMT_OPENMETRICS && f->type == HODEI_COUNTER)
             c.base_len -= sizeof("_total") - 1;   /* OpenMetrics names the family without it */
         if (hodei_sink_reserve(sink) != 0)

@@ -14,101 +14,94 @@ static const double job_duration_buckets[] = {
 
 #define NAME(s)   .name = s, .name_len = sizeof(s) - 1
 #define BUCKETS(a) .nbuckets = sizeof(a) / sizeof(a[0]), .buckets = a
-#define L1(a)        .nlabels = 1, .labels = { a }
-#define L2(a, b)     .nlabels = 2, .labels = { a, b }
-#define L3(a, b, c)  .nlabels = 3, .labels = { a, b, c }
-
-/* Default caps: 1,000 tenants and 10,000 workers (DESIGN §5), plus one __overflow__ series. */
-#define TENANTS  1001
-#define WORKERS  10001
+#define L1(a)        .nlabels = 1, .labels = { HODEI_LABEL_##a }
+#define L2(a, b)     .nlabels = 2, .labels = { HODEI_LABEL_##a, HODEI_LABEL_##b }
+#define L3(a, b, c)  .nlabels = 3, .labels = { HODEI_LABEL_##a, HODEI_LABEL_##b, HODEI_LABEL_##c }
 
 const struct hodei_family hodei_families[HODEI_F_COUNT] = {
     [HODEI_F_JOBS_SCHEDULED_TOTAL] = { NAME("hodei_jobs_scheduled_total"),
         .help = "Total number of jobs scheduled", .type = HODEI_COUNTER,
-        .source = HODEI_SRC_DAEMON, L1("tenant_id"), .default_cap = TENANTS },
+        .source = HODEI_SRC_DAEMON, L1(TENANT) },
     [HODEI_F_JOBS_COMPLETED_TOTAL] = { NAME("hodei_jobs_completed_total"),
         .help = "Total number of jobs completed successfully", .type = HODEI_COUNTER,
-        .source = HODEI_SRC_DAEMON, L1("tenant_id"), .default_cap = TENANTS },
+        .source = HODEI_SRC_DAEMON, L1(TENANT) },
     [HODEI_F_JOBS_FAILED_TOTAL] = { NAME("hodei_jobs_failed_total"),
         .help = "Total number of jobs failed", .type = HODEI_COUNTER,
-        .source = HODEI_SRC_DAEMON, L2("tenant_id", "error_type"),
-        .default_cap = TENANTS * HODEI_ERR_COUNT },
+        .source = HODEI_SRC_DAEMON, L2(TENANT, ERROR_TYPE) },
     [HODEI_F_JOBS_QUEUED] = { NAME("hodei_jobs_queued"),
         .help = "Current number of jobs in queue", .type = HODEI_GAUGE,
-        .source = HODEI_SRC_DAEMON, .default_cap = 1 },
+        .source = HODEI_SRC_DAEMON },
     [HODEI_F_WORKERS_REGISTERED_TOTAL] = { NAME("hodei_workers_registered_total"),
         .help = "Total number of workers registered", .type = HODEI_COUNTER,
-        .source = HODEI_SRC_DAEMON, .default_cap = 1 },
+        .source = HODEI_SRC_DAEMON },
     [HODEI_F_WORKERS_HEALTHY] = { NAME("hodei_workers_healthy"),
         .help = "Current number of healthy workers", .type = HODEI_GAUGE,
-        .source = HODEI_SRC_DAEMON, .default_cap = 1 },
+        .source = HODEI_SRC_DAEMON },
     [HODEI_F_WORKERS_TOTAL] = { NAME("hodei_workers_total"),
         .help = "Current number of registered workers", .type = HODEI_GAUGE,
-        .source = HODEI_SRC_DAEMON, .default_cap = 1 },
+        .source = HODEI_SRC_DAEMON },
     [HODEI_F_SCHEDULING_LATENCY_SECONDS] = { NAME("hodei_scheduling_latency_seconds"),
         .help = "Time taken to make one scheduling decision", .type = HODEI_HISTOGRAM,
-        .source = HODEI_SRC_DAEMON, BUCKETS(scheduling_latency_buckets), .default_cap = 1 },
+        .source = HODEI_SRC_DAEMON, BUCKETS(scheduling_latency_buckets) },
     [HODEI_F_SCHEDULING_DECISIONS_TOTAL] = { NAME("hodei_scheduling_decisions_total"),
         .help = "Total number of scheduling decisions by outcome", .type = HODEI_COUNTER,
-        .source = HODEI_SRC_DAEMON, L1("decision_type"), .default_cap = HODEI_DECISION_COUNT },
+        .source = HODEI_SRC_DAEMON, L1(DECISION_TYPE) },
     [HODEI_F_CPU_USAGE_PERCENT] = { NAME("hodei_cpu_usage_percent"),
         .help = "Last reported CPU usage of each worker in percent", .type = HODEI_GAUGE,
-        .source = HODEI_SRC_DAEMON, L1("worker_id"), .default_cap = WORKERS },
+        .source = HODEI_SRC_DAEMON, L1(WORKER) },
     [HODEI_F_MEMORY_USAGE_MB] = { NAME("hodei_memory_usage_mb"),
         .help = "Last reported memory usage of each worker in megabytes", .type = HODEI_GAUGE,
-        .source = HODEI_SRC_DAEMON, L1("worker_id"), .default_cap = WORKERS },
+        .source = HODEI_SRC_DAEMON, L1(WORKER) },
     [HODEI_F_QUEUE_SIZE] = { NAME("hodei_queue_size"),
         .help = "Current queue size: jobs queued or assigned but not yet running",
-        .type = HODEI_GAUGE, .source = HODEI_SRC_DAEMON, .default_cap = 1 },
+        .type = HODEI_GAUGE, .source = HODEI_SRC_DAEMON },
     [HODEI_F_QUEUE_WAIT_TIME_SECONDS] = { NAME("hodei_queue_wait_time_seconds"),
         .help = "Time jobs waited in the queue before placement", .type = HODEI_HISTOGRAM,
-        .source = HODEI_SRC_DAEMON, BUCKETS(queue_wait_buckets), .default_cap = 1 },
+        .source = HODEI_SRC_DAEMON, BUCKETS(queue_wait_buckets) },
     [HODEI_F_HTTP_REQUESTS_TOTAL] = { NAME("hodei_http_requests_total"),
         .help = "Total number of HTTP requests", .type = HODEI_COUNTER,
-        .source = HODEI_SRC_NGINX, L3("method", "endpoint", "status_code"), .default_cap = 0 },
+        .source = HODEI_SRC_NGINX, L3(METHOD, ENDPOINT, STATUS_CODE) },
     [HODEI_F_HTTP_REQUEST_DURATION_SECONDS] = { NAME("hodei_http_request_duration_seconds"),
         .help = "HTTP request duration", .type = HODEI_HISTOGRAM,
-        .source = HODEI_SRC_NGINX, BUCKETS(http_duration_buckets), .default_cap = 0 },
+        .source = HODEI_SRC_NGINX, BUCKETS(http_duration_buckets),
+        .buckets_configurable = 1 },
     [HODEI_F_EVENTS_PUBLISHED_TOTAL] = { NAME("hodei_events_published_total"),
         .help = "Total number of events published to the event bus", .type = HODEI_COUNTER,
-        .source = HODEI_SRC_DAEMON, L1("event_type"), .default_cap = HODEI_EV_COUNT },
+        .source = HODEI_SRC_DAEMON, L1(EVENT_TYPE) },
     [HODEI_F_EVENTS_RECEIVED_TOTAL] = { NAME("hodei_events_received_total"),
         .help = "Total number of events delivered to subscribers", .type = HODEI_COUNTER,
-        .source = HODEI_SRC_DAEMON, L1("event_type"), .default_cap = HODEI_EV_COUNT },
+        .source = HODEI_SRC_DAEMON, L1(EVENT_TYPE) },
     [HODEI_F_EVENT_BUS_SUBSCRIBERS] = { NAME("hodei_event_bus_subscribers"),
         .help = "Current number of event bus subscribers", .type = HODEI_GAUGE,
-        .source = HODEI_SRC_DAEMON, .default_cap = 1 },
+        .source = HODEI_SRC_DAEMON },
 
     [HODEI_F_SCHEDULER_UP] = { NAME("hodei_scheduler_up"),
         .help = "1 when the scheduler's metrics segment is present, valid and fresh, else 0",
-        .type = HODEI_GAUGE, .source = HODEI_SRC_HEADER, .default_cap = 0 },
+        .type = HODEI_GAUGE, .source = HODEI_SRC_HEADER },
     [HODEI_F_METRICS_SNAPSHOT_AGE_SECONDS] = { NAME("hodei_metrics_snapshot_age_seconds"),
         .help = "Seconds since the scheduler last published or refreshed its metrics",
-        .type = HODEI_GAUGE, .source = HODEI_SRC_HEADER, .default_cap = 0 },
+        .type = HODEI_GAUGE, .source = HODEI_SRC_HEADER },
     [HODEI_F_BUILD_INFO] = { NAME("hodei_build_info"),
         .help = "Version of the running scheduler; always 1", .type = HODEI_GAUGE,
-        .source = HODEI_SRC_DAEMON, L1("version"), .default_cap = 1 },
+        .source = HODEI_SRC_DAEMON, L1(VERSION) },
     [HODEI_F_JOBS_SUBMITTED_TOTAL] = { NAME("hodei_jobs_submitted_total"),
         .help = "Total number of jobs accepted by the API", .type = HODEI_COUNTER,
-        .source = HODEI_SRC_DAEMON, L1("tenant_id"), .default_cap = TENANTS },
+        .source = HODEI_SRC_DAEMON, L1(TENANT) },
     [HODEI_F_JOB_DURATION_SECONDS] = { NAME("hodei_job_duration_seconds"),
         .help = "Time from a job's start to its end", .type = HODEI_HISTOGRAM,
-        .source = HODEI_SRC_DAEMON, BUCKETS(job_duration_buckets), .default_cap = 1 },
+        .source = HODEI_SRC_DAEMON, BUCKETS(job_duration_buckets) },
     [HODEI_F_JOBS_RUNNING] = { NAME("hodei_jobs_running"),
         .help = "Current number of running jobs", .type = HODEI_GAUGE,
-        .source = HODEI_SRC_DAEMON, .default_cap = 1 },
+        .source = HODEI_SRC_DAEMON },
     [HODEI_F_EVENTS_DROPPED_TOTAL] = { NAME("hodei_events_dropped_total"),
         .help = "Total number of events dropped because a subscriber's queue was full",
-        .type = HODEI_COUNTER, .source = HODEI_SRC_DAEMON, L1("event_type"),
-        .default_cap = HODEI_EV_COUNT },
+        .type = HODEI_COUNTER, .source = HODEI_SRC_DAEMON, L1(EVENT_TYPE) },
     [HODEI_F_METRICS_LABEL_OVERFLOW_TOTAL] = { NAME("hodei_metrics_label_overflow_total"),
         .help = "Total number of label sets folded into __overflow__ because a family's series cap was reached",
-        .type = HODEI_COUNTER, .source = HODEI_SRC_BOTH, L1("family"),
-        .default_cap = HODEI_F_COUNT },
+        .type = HODEI_COUNTER, .source = HODEI_SRC_BOTH, L1(FAMILY) },
     [HODEI_F_API_AUTH_FAILURES_TOTAL] = { NAME("hodei_api_auth_failures_total"),
         .help = "Total number of API requests refused for their credentials (401) or scope (403)",
-        .type = HODEI_COUNTER, .source = HODEI_SRC_DAEMON, L1("reason"),
-        .default_cap = HODEI_AUTH_COUNT },
+        .type = HODEI_COUNTER, .source = HODEI_SRC_DAEMON, L1(AUTH_REASON) },
 };
 
 const char *const hodei_decision_names[HODEI_DECISION_COUNT] = {
@@ -124,6 +117,43 @@ const char *const hodei_event_type_names[HODEI_EV_COUNT] = {
 
 const char *const hodei_auth_failure_names[HODEI_AUTH_COUNT] = {
     "missing", "malformed", "unknown", "bad_secret", "forbidden" };
+
+/* The default caps (DESIGN §5): 1,000 tenants plus their __overflow__ series; 10,000 workers,
+ * whose registrations past the cap are refused rather than folded. */
+const struct hodei_label_def hodei_labels[HODEI_LABEL_KIND_COUNT] = {
+    [HODEI_LABEL_TENANT] = { "tenant_id", "tenant", HODEI_ORIGIN_CLIENT, NULL, 1001 },
+    [HODEI_LABEL_WORKER] = { "worker_id", "worker", HODEI_ORIGIN_CLIENT, NULL, 10000 },
+    [HODEI_LABEL_ERROR_TYPE] = { "error_type", "error_type", HODEI_ORIGIN_SET,
+                                 hodei_error_type_names, HODEI_ERR_COUNT },
+    [HODEI_LABEL_DECISION_TYPE] = { "decision_type", "decision_type", HODEI_ORIGIN_SET,
+                                    hodei_decision_names, HODEI_DECISION_COUNT },
+    [HODEI_LABEL_EVENT_TYPE] = { "event_type", "event_type", HODEI_ORIGIN_SET,
+                                 hodei_event_type_names, HODEI_EV_COUNT },
+    [HODEI_LABEL_METHOD] = { "method", "method", HODEI_ORIGIN_NGINX, NULL, 0 },
+    [HODEI_LABEL_ENDPOINT] = { "endpoint", "endpoint", HODEI_ORIGIN_NGINX, NULL, 0 },
+    [HODEI_LABEL_STATUS_CODE] = { "status_code", "status_code", HODEI_ORIGIN_NGINX, NULL, 0 },
+    [HODEI_LABEL_VERSION] = { "version", "version", HODEI_ORIGIN_BUILD, NULL, 1 },
+    [HODEI_LABEL_FAMILY] = { "family", "family", HODEI_ORIGIN_SCHEMA, NULL, HODEI_F_COUNT },
+    [HODEI_LABEL_AUTH_REASON] = { "reason", "auth_reason", HODEI_ORIGIN_SET,
+                                  hodei_auth_failure_names, HODEI_AUTH_COUNT },
+};
+
+uint32_t hodei_family_series_cap(int id, const uint32_t per_kind[HODEI_LABEL_KIND_COUNT])
+{
+    const struct hodei_family *f = &hodei_families[id];
+    uint64_t n = 1;
+    if (f->source == HODEI_SRC_HEADER)
+        return 0;
+    for (unsigned i = 0; i < f->nlabels; i++)
+        n *= per_kind[f->labels[i]];
+    return n > UINT32_MAX ? UINT32_MAX : (uint32_t) n;
+}
+
+void hodei_label_default_counts(uint32_t per_kind[HODEI_LABEL_KIND_COUNT])
+{
+    for (int k = 0; k < HODEI_LABEL_KIND_COUNT; k++)
+        per_kind[k] = hodei_labels[k].nvalues;
+}
 
 int hodei_name_index(const char *const *names, int n, const char *name)
 {

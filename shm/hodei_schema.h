@@ -61,6 +61,45 @@ enum hodei_family_id {
     HODEI_F_COUNT
 };
 
+/*
+ * What a label holds.  Every label of every family is one of these kinds, and code that needs
+ * a label's meaning (series caps, test data, the JSON schema) asks the kind, never the name.
+ */
+enum hodei_label_kind {
+    HODEI_LABEL_TENANT,          /* tenant_id */
+    HODEI_LABEL_WORKER,          /* worker_id */
+    HODEI_LABEL_ERROR_TYPE,      /* error_type */
+    HODEI_LABEL_DECISION_TYPE,   /* decision_type */
+    HODEI_LABEL_EVENT_TYPE,      /* event_type */
+    HODEI_LABEL_METHOD,          /* method */
+    HODEI_LABEL_ENDPOINT,        /* endpoint */
+    HODEI_LABEL_STATUS_CODE,     /* status_code */
+    HODEI_LABEL_VERSION,         /* version */
+    HODEI_LABEL_FAMILY,          /* family */
+    HODEI_LABEL_AUTH_REASON,     /* reason (of an API refusal) */
+    HODEI_LABEL_KIND_COUNT
+};
+
+/* Where a kind's values come from, which decides how many series it can make. */
+enum hodei_label_origin {
+    HODEI_ORIGIN_CLIENT,   /* ids clients send: validated, capped, past the cap __overflow__ */
+    HODEI_ORIGIN_SET,      /* a fixed set of names: values[0..nvalues) */
+    HODEI_ORIGIN_SCHEMA,   /* the name of a family of this table */
+    HODEI_ORIGIN_BUILD,    /* one value per running daemon */
+    HODEI_ORIGIN_NGINX     /* worked out by nginx per request; bounded by its HTTP zone */
+};
+
+struct hodei_label_def {
+    const char *name;            /* as exposed, e.g. "tenant_id" */
+    const char *kind;            /* the kind's name in --families, e.g. "tenant" */
+    enum hodei_label_origin origin;
+    const char *const *values;   /* SET: the names */
+    uint32_t    nvalues;         /* how many values the daemon may hold by default: a set's
+                                    size, a client id's default cap (__overflow__ included) */
+};
+
+extern const struct hodei_label_def hodei_labels[HODEI_LABEL_KIND_COUNT];
+
 struct hodei_family {
     const char *name;            /* as exposed in text 0.0.4, e.g. "hodei_jobs_scheduled_total" */
     uint16_t    name_len;
@@ -68,10 +107,10 @@ struct hodei_family {
     enum hodei_metric_type type;
     enum hodei_source source;
     uint8_t     nlabels;
-    const char *labels[HODEI_LABELS_MAX];
+    uint8_t     labels[HODEI_LABELS_MAX];   /* enum hodei_label_kind, in exposition order */
     uint8_t     nbuckets;        /* finite upper bounds; +Inf is implicit */
     const double *buckets;
-    uint32_t    default_cap;     /* default series cap, __overflow__ series included */
+    uint8_t     buckets_configurable;       /* a producer may use its own bounds (nginx) */
 };
 
 extern const struct hodei_family hodei_families[HODEI_F_COUNT];
@@ -110,5 +149,18 @@ int hodei_utf8_valid(const unsigned char *s, size_t len);
 
 /* Family id for an exposition name (0.0.4 spelling), or -1. */
 int hodei_family_lookup(const char *name);
+
+/* The name of label i of family f. */
+static inline const char *hodei_label_name(const struct hodei_family *f, unsigned i)
+{
+    return hodei_labels[f->labels[i]].name;
+}
+
+/* How many series family id can hold when each label kind k takes at most per_kind[k] values
+ * (the product over its labels; 1 without labels, 0 for families read from the header). */
+uint32_t hodei_family_series_cap(int id, const uint32_t per_kind[HODEI_LABEL_KIND_COUNT]);
+
+/* per_kind[k] = hodei_labels[k].nvalues: the daemon's defaults (nginx's kinds are 0). */
+void hodei_label_default_counts(uint32_t per_kind[HODEI_LABEL_KIND_COUNT]);
 
 #endif

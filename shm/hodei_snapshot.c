@@ -36,8 +36,23 @@ size_t hodei_payload_bound(const uint32_t caps[HODEI_F_COUNT])
 
 void hodei_default_caps(uint32_t caps[HODEI_F_COUNT])
 {
+    uint32_t per_kind[HODEI_LABEL_KIND_COUNT];
+    hodei_label_default_counts(per_kind);
     for (int id = 0; id < HODEI_F_COUNT; id++)
-        caps[id] = hodei_families[id].default_cap;
+        caps[id] = hodei_family_series_cap(id, per_kind);
+}
+
+/* 1 when a family whose bounds the schema fixes is given exactly those. */
+static int bounds_allowed(const struct hodei_family *f, const double *bounds, unsigned n)
+{
+    if (f->buckets_configurable)
+        return 1;
+    if (n != f->nbuckets)
+        return 0;
+    for (unsigned k = 0; k < n; k++)
+        if (!(bounds[k] == f->buckets[k]))
+            return 0;
+    return 1;
 }
 
 /* ---- builder ------------------------------------------------------------------------- */
@@ -84,7 +99,8 @@ void hodei_builder_family_buckets(struct hodei_builder *b, enum hodei_family_id 
         return;
     const struct hodei_family *f = &hodei_families[id];
     if ((int) id <= b->last_id || (int) id >= HODEI_F_COUNT || f->source == HODEI_SRC_HEADER
-        || (f->type == HODEI_HISTOGRAM) != (nbuckets > 0) || nbuckets > HODEI_BUCKETS_MAX) {
+        || (f->type == HODEI_HISTOGRAM) != (nbuckets > 0) || nbuckets > HODEI_BUCKETS_MAX
+        || !bounds_allowed(f, bounds, nbuckets)) {
         b->error = 1;
         return;
     }
@@ -285,6 +301,9 @@ static int validate_family(const struct hodei_snap_header *h, const unsigned cha
                 REJECT("histogram bounds not finite and strictly increasing");
             prev = le;
         }
+        /* aligned above: bounds_allowed() may read them as doubles */
+        if (!bounds_allowed(f, (const double *) b, fam->nbuckets))
+            REJECT("histogram bounds differ from the schema's");
     }
     size_t voff = hodei_series_values_off(fam->nlabels);
     for (uint32_t i = 0; i < fam->nseries; i++) {

@@ -5,8 +5,9 @@
  *
  *   payload  := header | family[nfamilies] | series records ... | string area
  *   family   := { id, nlabels, nbuckets, nseries, series_off, stride, bounds_off }
- *               ids strictly increasing; histograms carry their own finite upper bounds
- *               (double[nbuckets], strictly increasing) so nginx may configure its buckets
+ *               ids strictly increasing; histograms carry their finite upper bounds
+ *               (double[nbuckets], strictly increasing): nginx may configure its own, every
+ *               other family's are exactly the schema's
  *   series   := label_ref[nlabels] (u32, into the string area), pad to 8,
  *               double created (unix seconds),
  *               counter/gauge:  double value

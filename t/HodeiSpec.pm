@@ -1,7 +1,8 @@
 package HodeiSpec;
 
 # What the nginx specs under t/ share: where the module and hodei-shm-fill are, a temp dir
-# holding the segment the blocks read, the schema's families, and matchers for scrape bodies.
+# holding the segment the blocks read, the schema's families (as hodei-metrics --families
+# prints them), and matchers for scrape bodies.
 # Loading this file also makes every block load the module, unless it has its own main_config.
 #
 #     use Test::Nginx::Socket 'no_plan';
@@ -14,6 +15,7 @@ use Exporter 'import';
 use File::Basename ();
 use File::Spec ();
 use File::Temp ();
+use JSON::PP ();
 use Test::Nginx::Socket ();
 
 our @EXPORT = qw($seg fill lines_re schema_families block_defaults);
@@ -28,7 +30,9 @@ $ENV{TEST_NGINX_HODEI_DIR} = File::Temp::tempdir('hodei-t-XXXXXX', TMPDIR => 1, 
 our $seg = "$ENV{TEST_NGINX_HODEI_DIR}/seg";
 
 # Writes a valid, fresh segment; the arguments go to hodei-shm-fill (e.g. --tenants 3).
+# Whatever an earlier block left at the path (a directory too) goes first.
 sub fill {
+    rmdir $seg;
     system("$ENV{TEST_NGINX_HODEI_BUILD}/hodei-shm-fill", @_, $seg) == 0
         or die "hodei-shm-fill: $?";
 }
@@ -39,15 +43,14 @@ sub lines_re {
     return qr/\A$re/ms;
 }
 
-# The families in exposition order, from their one definition in shm/hodei_schema.c:
-# [name, type (lower case), source], e.g. ["hodei_jobs_queued", "gauge", "DAEMON"].
+# The families in exposition order, from their one definition (hodei-metrics --families):
+# [name, type, source (upper case)], e.g. ["hodei_jobs_queued", "gauge", "DAEMON"].
 sub schema_families {
-    open my $fh, '<', "$root/shm/hodei_schema.c" or die "shm/hodei_schema.c: $!";
-    my $text = do { local $/; <$fh> };
-    my @families;
-    push @families, [$1, lc $2, $3]
-        while $text =~ /NAME\("(hodei_[a-z_]+)"\).*?\.type = HODEI_([A-Z]+).*?\.source = HODEI_SRC_([A-Z]+)/gs;
-    die "found only " . scalar(@families) . " families in shm/hodei_schema.c" if @families < 18;
+    my $json = `$ENV{TEST_NGINX_HODEI_BUILD}/hodei-metrics --families`;
+    die "hodei-metrics --families failed: $?" if $?;
+    my @families = map { [$_->{name}, $_->{type}, uc $_->{source}] }
+                   @{ JSON::PP->new->decode($json)->{families} };
+    die "found only " . scalar(@families) . " families" if @families < 18;
     return @families;
 }
 

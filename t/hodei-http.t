@@ -225,9 +225,10 @@ _EOS_
 --- config
     location = /api/v1/metrics { hodei_http_metrics off; hodei_metrics; }
     location /slow { proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1; }
+    # nginx gives up on the body after 1 s, the client (--- timeout) only after 8 s
     location /body { client_body_timeout 1s; proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1; }
 --- abort
---- timeout: 2
+--- timeout: 8
 --- request eval
 [ "GET /slow", "GET /slow", "POST /body\nshort", "GET /api/v1/metrics" ]
 --- more_headers eval

@@ -37,7 +37,7 @@ sub reload_nginx {
     open my $pidfile, '<', "$servroot/logs/nginx.pid" or return "no pid file\n";
     my ($pid) = <$pidfile> =~ /(\d+)/;
     kill 'HUP', $pid or return "kill HUP $pid: $!\n";
-    my $deadline = Time::HiRes::time() + 5;
+    my $deadline = Time::HiRes::time() + 60;
     while (Time::HiRes::time() < $deadline) {
         my $new = read_log_from($offset);
         return "reloaded\n"

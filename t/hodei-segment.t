@@ -5,6 +5,7 @@ use strict;
 use warnings;
 
 use FindBin ();
+use POSIX ();
 use Test::Nginx::Socket 'no_plan';
 use lib $FindBin::Bin;
 use HodeiSpec;
@@ -54,6 +55,7 @@ sub peek {
 # Replaces the segment with a file holding these bytes (a new inode, as a daemon would).
 sub replace_with {
     my ($bytes) = @_;
+    rmdir $seg;                    # what an earlier block may have left
     open my $fh, '>', "$seg.tmp" or die "$seg.tmp: $!";
     binmode $fh;
     print $fh $bytes;
@@ -92,7 +94,7 @@ families=all daemon_samples=some up=1 age=fresh http=yes
 
 === TEST 2: no segment file
 --- init
-unlink $main::seg
+unlink $main::seg; rmdir $main::seg
 --- response_body
 families=all daemon_samples=none up=0 age=none http=yes
 --- error_log
@@ -190,3 +192,44 @@ families=all daemon_samples=some up=1 age=old http=no
 --- no_error_log
 [error]
 
+
+
+=== TEST 12: a FIFO at the path (anyone may write /dev/shm): refused at once, never waited on
+--- init
+unlink $main::seg; rmdir $main::seg; POSIX::mkfifo($main::seg, 0666) or die "mkfifo: $!"
+--- timeout: 5
+--- response_body
+families=all daemon_samples=none up=0 age=none http=yes
+--- error_log
+segment path is not a regular file (a link, FIFO, directory or device); scheduler reported down
+
+
+
+=== TEST 13: a symbolic link at the path, even to a valid segment, is not followed
+--- init
+main::fill(); rename $main::seg, "$main::seg.real" or die;
+symlink "$main::seg.real", $main::seg or die
+--- response_body
+families=all daemon_samples=none up=0 age=none http=yes
+--- error_log
+segment path is not a regular file (a link, FIFO, directory or device); scheduler reported down
+
+
+
+=== TEST 14: a directory at the path
+--- init
+unlink $main::seg; rmdir $main::seg; mkdir $main::seg or die
+--- response_body
+families=all daemon_samples=none up=0 age=none http=yes
+--- error_log
+segment path is not a regular file (a link, FIFO, directory or device); scheduler reported down
+
+
+
+=== TEST 15: a segment others may write cannot be trusted
+--- init
+main::fill(); chmod 0666, $main::seg or die
+--- response_body
+families=all daemon_samples=none up=0 age=none http=yes
+--- error_log
+segment file is writable by others; scheduler reported down

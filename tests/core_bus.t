@@ -1,4 +1,6 @@
 #!/usr/bin/perl
-# core/ unit tests: bus (cmocka, TAP output).
-$ENV{CMOCKA_MESSAGE_OUTPUT} = 'TAP';
-exec 'build/tests/core_bus_test' or die "exec build/tests/core_bus_test: $!";
+# core/ unit tests: bus (cmocka); a failure's own messages reach prove's output.
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use HodeiTap;
+run_tap('build/tests/core_bus_test');

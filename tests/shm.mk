@@ -11,6 +11,9 @@ $(BUILD)/tests/shm_stress: tests/shm_stress.c $(SHM_LIB) | $(BUILD)/tests
 $(BUILD)/tests/shm_dump_values: tests/shm_dump_values.c $(SHM_LIB) | $(BUILD)/tests
 	$(CC) $(CFLAGS) $(HODEI_CFLAGS) -o $@ $< $(SHM_LIB) -lm
 
+$(BUILD)/tests/shm_vandal: tests/shm_vandal.c $(SHM_LIB) | $(BUILD)/tests
+	$(CC) $(CFLAGS) $(HODEI_CFLAGS) -o $@ $< $(SHM_LIB) -lm
+
 # libFuzzer with ASan and UBSan; clang builds the library sources itself.
 FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                -std=c11 -D_GNU_SOURCE -Ishm $(shell pkg-config --cflags liburcu 2>/dev/null)
@@ -35,6 +38,7 @@ fuzz: $(BUILD)/tests/fuzz_segment $(FUZZ_CORPUS)/.seeded
 	    -artifact_prefix=$(BUILD)/ $(FUZZ_CORPUS)
 
 TEST_PROGRAMS += $(BUILD)/tests/shm_unit $(BUILD)/tests/shm_stress $(BUILD)/tests/shm_dump_values \
+                 $(BUILD)/tests/shm_vandal \
                  $(BUILD)/tests/fuzz_segment $(FUZZ_CORPUS)/.seeded
 
 # Native histograms and the protobuf exposition: unit tests, and a program writing a protobuf

@@ -18,7 +18,7 @@ static void print_labels(const struct hodei_snapshot *s, const struct hodei_fami
     for (unsigned l = 0; l < f->nlabels; l++) {
         size_t len;
         const char *v = hodei_series_label(s, rec, l, &len);
-        printf("%s%s=%.*s", l ? "," : "", f->labels[l], (int) len, v);
+        printf("%s%s=%.*s", l ? "," : "", hodei_label_name(f, l), (int) len, v);
     }
     if (extra)
         printf("%s%s", f->nlabels ? "," : "", extra);
@@ -42,8 +42,8 @@ int main(int argc, char **argv)
         argv++;
         argc--;
     }
-    if (argc != 2 || hodei_seg_open(&r, argv[1]) != HODEI_SEG_OK
-        || hodei_seg_read(&r, &s, NULL, &why) != HODEI_SEG_OK)
+    hodei_seg_reader_init(&r);
+    if (argc != 2 || hodei_seg_load(&r, argv[1], &s, NULL, &why) != HODEI_SEG_OK)
         return 1;
     for (int id = 0; id < HODEI_F_COUNT; id++) {
         const struct hodei_snap_family *fam = s.family[id];

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -46,7 +48,9 @@ static int setup(void **state)
     fx->payload = aligned_alloc(64, fx->cap);
     fx->len = build_fill(fx->payload, fx->cap, 3, 4, 7);
     assert_true(fx->len > 0);
-    assert_int_equal(hodei_seg_create(&fx->w, seg_path, 3, fx->cap, err, sizeof(err)), 0);
+    hodei_seg_reader_init(&fx->r);
+    if (hodei_seg_create(&fx->w, seg_path, 3, fx->cap, err, sizeof(err)) != 0)
+        fail_msg("create %s: %s", seg_path, err);
     *state = fx;
     return 0;
 }
@@ -54,7 +58,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
-    hodei_seg_unmap(&fx->r);
+    hodei_seg_reader_free(&fx->r);
     hodei_seg_close(&fx->w);
     unlink(seg_path);
     free(fx->payload);
@@ -65,11 +69,22 @@ static int teardown(void **state)
 static enum hodei_seg_status read_once(struct fixture *fx, struct hodei_snapshot *snap,
                                        const char **why)
 {
-    hodei_seg_unmap(&fx->r);
-    enum hodei_seg_status st = hodei_seg_open(&fx->r, seg_path);
-    if (st != HODEI_SEG_OK)
-        return st;
-    return hodei_seg_read(&fx->r, snap, NULL, why);
+    return hodei_seg_load(&fx->r, seg_path, snap, NULL, why);
+}
+
+/* Number of files in seg_path's directory whose name starts with seg_path's: the segment
+ * and any temporary file a create or a growth left behind. */
+static int files_like_segment(void)
+{
+    char pattern[300];
+    snprintf(pattern, sizeof(pattern), "ls -d %s* 2>/dev/null | wc -l", seg_path);
+    FILE *f = popen(pattern, "r");
+    int n = -1;
+    if (f == NULL || fscanf(f, "%d", &n) != 1)
+        n = -1;
+    if (f)
+        pclose(f);
+    return n;
 }
 
 /* ---- publish and read ----------------------------------------------------------------- */
@@ -82,6 +97,7 @@ static void test_round_trip(void **state)
     uint64_t gen = 0;
 
     assert_int_equal(read_once(fx, &snap, &why), HODEI_SEG_EMPTY);
+    assert_int_equal(hodei_seg_open(&fx->r, seg_path), HODEI_SEG_OK);
     for (int i = 0; i < 5; i++) {                  /* wraps the 3 slots */
         fx->len = build_fill(fx->payload, fx->cap, 3, 4, 100 + i);
         assert_int_equal(hodei_seg_publish(&fx->w, fx->payload, fx->len), 0);
@@ -94,16 +110,99 @@ static void test_round_trip(void **state)
     assert_int_equal(snap.family[HODEI_F_JOBS_SCHEDULED_TOTAL]->nseries, 3);
     assert_int_equal(snap.family[HODEI_F_CPU_USAGE_PERCENT]->nseries, 4);
     assert_null(snap.family[HODEI_F_HTTP_REQUESTS_TOTAL]);   /* nginx's, never the daemon's */
-    assert_false(hodei_seg_replaced(&fx->r, seg_path));
-    assert_true(hodei_seg_age(&fx->r) < 5);
+    assert_true(hodei_seg_age(&fx->r) >= 0 && hodei_seg_age(&fx->r) < 60);
+    assert_int_equal(fx->r.retries, 0);
 }
 
-static void test_oversized_publish_refused(void **state)
+/* A snapshot larger than the slots: published into a larger file that replaces the segment,
+ * the next generation, the same birth id; a reader still holding the old file reads that
+ * file's last snapshot whole; nothing is left beside the segment. */
+static void test_outgrown_segment_is_replaced(void **state)
 {
     struct fixture *fx = *state;
-    size_t max = hodei_seg_payload_max(&fx->w);
-    void *big = calloc(1, max + 1);
-    assert_int_equal(hodei_seg_publish(&fx->w, big, max + 1), -1);
+    struct hodei_seg_reader old;
+    struct hodei_snapshot snap;
+    const char *why;
+    uint64_t gen;
+    struct stat before, after;
+    char err[256];
+
+    hodei_seg_close(&fx->w);
+    assert_int_equal(hodei_seg_create(&fx->w, seg_path, 3, fx->len, err, sizeof(err)), 0);
+    assert_int_equal(hodei_seg_publish(&fx->w, fx->payload, fx->len), 0);
+    assert_int_equal(stat(seg_path, &before), 0);
+    hodei_seg_reader_init(&old);
+    assert_int_equal(hodei_seg_open(&old, seg_path), HODEI_SEG_OK);
+    uint64_t birth = old.birth_id;
+
+    void *big = aligned_alloc(64, fx->cap);
+    size_t big_len = build_fill(big, fx->cap, 50, 400, 8);
+    assert_true(big_len > hodei_seg_payload_max(&fx->w));
+    assert_int_equal(hodei_seg_publish(&fx->w, big, big_len), 0);
+    assert_int_equal(fx->w.grown, 1);
+    assert_true(hodei_seg_payload_max(&fx->w) >= big_len + big_len / 2);
+
+    assert_int_equal(stat(seg_path, &after), 0);
+    assert_true(after.st_ino != before.st_ino);
+    assert_true(after.st_size > before.st_size);
+    assert_int_equal(files_like_segment(), 1);
+    assert_int_equal(hodei_seg_load(&fx->r, seg_path, &snap, &gen, &why), HODEI_SEG_OK);
+    assert_int_equal(gen, 2);
+    assert_int_equal(fx->r.birth_id, birth);
+    assert_memory_equal(snap.base, big, big_len);
+    /* the old file, unlinked, still holds generation 1 for whoever had it open */
+    assert_int_equal(hodei_seg_read(&old, &snap, &gen, &why), HODEI_SEG_OK);
+    assert_int_equal(gen, 1);
+    assert_memory_equal(snap.base, fx->payload, fx->len);
+    hodei_seg_reader_free(&old);
+
+    /* smaller snapshots go on in the larger file: it never shrinks under its writer */
+    assert_int_equal(hodei_seg_publish(&fx->w, fx->payload, fx->len), 0);
+    assert_int_equal(hodei_seg_load(&fx->r, seg_path, &snap, &gen, &why), HODEI_SEG_OK);
+    assert_int_equal(gen, 3);
+    assert_int_equal(fx->w.grown, 1);
+    free(big);
+}
+
+/* Growth that cannot happen publishes nothing and says why; the segment keeps its last
+ * snapshot and nothing is left beside it.  (A file size limit makes the larger file
+ * impossible, for root too.) */
+static void test_failed_growth_loses_nothing(void **state)
+{
+    struct fixture *fx = *state;
+    struct hodei_snapshot snap;
+    const char *why;
+    uint64_t gen;
+    char err[256];
+    struct rlimit saved, small;
+
+    hodei_seg_close(&fx->w);
+    assert_int_equal(hodei_seg_create(&fx->w, seg_path, 3, fx->len, err, sizeof(err)), 0);
+    assert_int_equal(hodei_seg_publish(&fx->w, fx->payload, fx->len), 0);
+    void *big = aligned_alloc(64, fx->cap);
+    size_t big_len = build_fill(big, fx->cap, 50, 400, 8);
+
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &saved), 0);
+    small = saved;
+    small.rlim_cur = (rlim_t) fx->w.size;
+    signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+    int rc = hodei_seg_publish(&fx->w, big, big_len);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &saved), 0);
+    signal(SIGXFSZ, SIG_DFL);
+
+    assert_int_equal(rc, -1);
+    if (strstr(fx->w.err, "allocate") == NULL)
+        fail_msg("unexpected reason: %s", fx->w.err);
+    assert_int_equal(fx->w.grown, 0);
+    assert_int_equal(files_like_segment(), 1);
+    assert_int_equal(hodei_seg_load(&fx->r, seg_path, &snap, &gen, &why), HODEI_SEG_OK);
+    assert_int_equal(gen, 1);
+    /* and the same publish succeeds once the file may grow */
+    assert_int_equal(hodei_seg_publish(&fx->w, big, big_len), 0);
+    assert_int_equal(hodei_seg_load(&fx->r, seg_path, &snap, &gen, &why), HODEI_SEG_OK);
+    assert_int_equal(gen, 2);
+    assert_memory_equal(snap.base, big, big_len);
     free(big);
 }
 
@@ -114,11 +213,18 @@ static void test_restart_is_noticed(void **state)
     const char *why;
     struct hodei_seg_writer w2;
     char err[256];
+    uint64_t gen;
 
     assert_int_equal(hodei_seg_publish(&fx->w, fx->payload, fx->len), 0);
     assert_int_equal(read_once(fx, &snap, &why), HODEI_SEG_OK);
+    uint64_t birth = fx->r.birth_id;
     assert_int_equal(hodei_seg_create(&w2, seg_path, 4, fx->cap, err, sizeof(err)), 0);
-    assert_true(hodei_seg_replaced(&fx->r, seg_path));
+    assert_int_equal(read_once(fx, &snap, &why), HODEI_SEG_EMPTY);
+    assert_true(fx->r.birth_id != birth);
+    assert_int_equal(hodei_seg_publish(&w2, fx->payload, fx->len), 0);
+    assert_int_equal(hodei_seg_load(&fx->r, seg_path, &snap, &gen, &why), HODEI_SEG_OK);
+    assert_int_equal(gen, 1);
+    assert_int_equal(fx->r.slot_count, 4);
     hodei_seg_close(&w2);
 }
 
@@ -148,6 +254,7 @@ static void test_live_writer_is_not_replaced(void **state)
     assert_non_null(strstr(err, "belongs to a running writer"));
     kill(child, SIGKILL);
     waitpid(child, NULL, 0);
+    /* its writer is dead: the stale segment is replaced */
     assert_int_equal(hodei_seg_create(&w2, path, 3, fx->cap, err, sizeof(err)), 0);
     hodei_seg_close(&w2);
     unlink(path);
@@ -158,9 +265,218 @@ static void test_live_writer_is_not_replaced(void **state)
 static void test_missing_segment(void **state)
 {
     struct hodei_seg_reader r;
+    struct hodei_snapshot snap;
+    const char *why;
     (void) state;
-    assert_int_equal(hodei_seg_open(&r, "/nonexistent/hodei.seg"), HODEI_SEG_MISSING);
+    hodei_seg_reader_init(&r);
+    assert_int_equal(hodei_seg_load(&r, "/nonexistent/hodei.seg", &snap, NULL, &why),
+                     HODEI_SEG_MISSING);
+    assert_true(isnan(hodei_seg_age(&r)));
     assert_string_equal(hodei_seg_strerror(HODEI_SEG_MISSING), "segment file does not exist");
+}
+
+/* ---- what may be at the path ---------------------------------------------------------- */
+
+/* A reader that blocks would hang nginx: a test that hangs is killed here and fails. */
+static void watchdog(unsigned seconds)
+{
+    signal(SIGALRM, SIG_DFL);
+    alarm(seconds);
+}
+
+static void test_reader_refuses_what_is_not_a_segment(void **state)
+{
+    struct fixture *fx = *state;
+    struct hodei_snapshot snap;
+    const char *why;
+    char other[300];
+
+    assert_int_equal(hodei_seg_publish(&fx->w, fx->payload, fx->len), 0);
+    assert_int_equal(read_once(fx, &snap, &why), HODEI_SEG_OK);
+    watchdog(20);
+
+    /* a FIFO nobody writes: opening it for reading would block */
+    unlink(seg_path);
+    assert_int_equal(mkfifo(seg_path, 0640), 0);
+    assert_int_equal(read_once(fx, &snap, &why), HODEI_SEG_NOT_REGULAR);
+    assert_true(isnan(hodei_seg_age(&fx->r)));
+    unlink(seg_path);
+
+    /* a symbolic link, even to a valid segment */
+    snprintf(other, sizeof(other), "%s.target", seg_path);
+    struct hodei_seg_writer w2;
+    char err[256];
+    assert_int_equal(hodei_seg_create(&w2, other, 3, fx->cap, err, sizeof(err)), 0);
+    assert_int_equal(hodei_seg_publish(&w2, fx->payload, fx->len), 0);
+    assert_int_equal(symlink(other, seg_path), 0);
+    assert_int_equal(read_once(fx, &snap, &why), HODEI_SEG_NOT_REGULAR);
+    unlink(seg_path);
+
+    /* a directory */
+    assert_int_equal(mkdir(seg_path, 0700), 0);
+    assert_int_equal(read_once(fx, &snap, &why), HODEI_SEG_NOT_REGULAR);
+    rmdir(seg_path);
+
+    /* a valid segment anyone could have written */
+    assert_int_equal(rename(other, seg_path), 0);
+    assert_int_equal(read_once(fx, &snap, &why), HODEI_SEG_OK);
+    assert_int_equal(chmod(seg_path, 0646), 0);
+    assert_int_equal(read_once(fx, &snap, &why), HODEI_SEG_BAD_MODE);
+    assert_int_equal(chmod(seg_path, 0640), 0);
+    assert_int_equal(read_once(fx, &snap, &why), HODEI_SEG_OK);
+    hodei_seg_close(&w2);
+    alarm(0);
+}
+
+/* The writer replaces what is planted at its path, never follows or blocks on it. */
+static void test_writer_replaces_what_is_planted(void **state)
+{
+    struct fixture *fx = *state;
+    struct hodei_snapshot snap;
+    const char *why;
+    char victim[300], err[256];
+    struct stat st;
+
+    hodei_seg_close(&fx->w);
+    watchdog(20);
+    unlink(seg_path);
+    assert_int_equal(mkfifo(seg_path, 0666), 0);
+    assert_int_equal(hodei_seg_create(&fx->w, seg_path, 3, fx->cap, err, sizeof(err)), 0);
+    assert_int_equal(lstat(seg_path, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(st.st_mode & 0777, 0640);
+    hodei_seg_close(&fx->w);
+
+    snprintf(victim, sizeof(victim), "%s.victim", seg_path);
+    FILE *f = fopen(victim, "w");
+    fputs("precious", f);
+    fclose(f);
+    unlink(seg_path);
+    assert_int_equal(symlink(victim, seg_path), 0);
+    assert_int_equal(hodei_seg_create(&fx->w, seg_path, 3, fx->cap, err, sizeof(err)), 0);
+    assert_int_equal(lstat(seg_path, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(stat(victim, &st), 0);
+    assert_int_equal(st.st_size, 8);               /* the link was replaced, not followed */
+    unlink(victim);
+    assert_int_equal(hodei_seg_publish(&fx->w, fx->payload, fx->len), 0);
+    assert_int_equal(read_once(fx, &snap, &why), HODEI_SEG_OK);
+    hodei_seg_close(&fx->w);
+
+    /* a directory cannot be replaced: a clear error, nothing left behind */
+    unlink(seg_path);
+    assert_int_equal(mkdir(seg_path, 0700), 0);
+    assert_int_equal(hodei_seg_create(&fx->w, seg_path, 3, fx->cap, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "rename"));
+    assert_int_equal(files_like_segment(), 1);
+    rmdir(seg_path);
+    alarm(0);
+    assert_int_equal(hodei_seg_create(&fx->w, seg_path, 3, fx->cap, err, sizeof(err)), 0);
+}
+
+/* ---- interleavings, forced through the reader's hook ------------------------------------ */
+
+/* Generation g carries the payload built from seed g, so any copy can be checked against a
+ * rebuild of its generation. */
+struct forced {
+    struct fixture *fx;
+    enum hodei_seg_step at;    /* the step the hook acts at */
+    int publishes;             /* how many the writer makes there */
+    int times;                 /* in how many reads; -1: every one */
+    void (*act)(struct forced *f);   /* or instead: something else the hook does */
+};
+
+static size_t publish_seed(struct fixture *fx, uint64_t seed)
+{
+    size_t len = build_fill(fx->payload, fx->cap, 3, 4, seed);
+    assert_int_equal(hodei_seg_publish(&fx->w, fx->payload, len), 0);
+    return len;
+}
+
+static void forcing_hook(struct hodei_seg_reader *r, enum hodei_seg_step s, void *arg)
+{
+    struct forced *f = arg;
+    (void) r;
+    if (s != f->at || f->times == 0)
+        return;
+    if (f->times > 0)
+        f->times--;
+    for (int i = 0; i < f->publishes; i++)
+        publish_seed(f->fx, f->fx->w.generation + 1);
+    if (f->act)
+        f->act(f);
+}
+
+/* Reads with the hook armed; checks that what comes back is generation want_gen, byte for
+ * byte, after exactly want_retries retries. */
+static void expect_read(struct fixture *fx, struct forced *f, uint64_t want_gen,
+                        uint64_t want_retries)
+{
+    struct hodei_snapshot snap;
+    const char *why;
+    uint64_t gen = 0;
+    void *expect = aligned_alloc(64, fx->cap);
+
+    fx->r.hook = forcing_hook;
+    fx->r.hook_arg = f;
+    uint64_t before = fx->r.retries;
+    enum hodei_seg_status st = hodei_seg_read(&fx->r, &snap, &gen, &why);
+    fx->r.hook = NULL;
+    if (st != HODEI_SEG_OK)
+        fail_msg("read: %s", hodei_seg_strerror(st));
+    if (gen != want_gen || fx->r.retries - before != want_retries)
+        fail_msg("generation %lu after %lu retries, want %lu after %lu", (unsigned long) gen,
+                 (unsigned long) (fx->r.retries - before), (unsigned long) want_gen,
+                 (unsigned long) want_retries);
+    size_t len = build_fill(expect, fx->cap, 3, 4, gen);
+    assert_int_equal(snap.len, len);
+    assert_memory_equal(snap.base, expect, len);
+    free(expect);
+}
+
+/* The writer laps the reader (three publishes reach its slot again) between its reading seq
+ * and its copying, or between its copying and its reading seq again: the reader notices,
+ * retries once, and returns the newest snapshot. */
+static void test_reader_retries_when_lapped(void **state)
+{
+    struct fixture *fx = *state;
+    static const enum hodei_seg_step steps[] = { HODEI_SEG_STEP_SEQ, HODEI_SEG_STEP_COPIED };
+    publish_seed(fx, 1);
+    assert_int_equal(hodei_seg_open(&fx->r, seg_path), HODEI_SEG_OK);
+    for (unsigned i = 0; i < 2; i++) {
+        struct forced f = { .fx = fx, .at = steps[i], .publishes = 3, .times = 1 };
+        uint64_t gen = fx->w.generation;
+        fx->r.retries = 0;
+        expect_read(fx, &f, gen + 3, 1);
+    }
+}
+
+/* Two publishes leave the slot being copied alone (three slots): no retry, and the copy is
+ * the generation the reader started with. */
+static void test_two_publishes_do_not_disturb_a_reader(void **state)
+{
+    struct fixture *fx = *state;
+    publish_seed(fx, 1);
+    assert_int_equal(hodei_seg_open(&fx->r, seg_path), HODEI_SEG_OK);
+    struct forced f = { .fx = fx, .at = HODEI_SEG_STEP_SEQ, .publishes = 2, .times = 1 };
+    expect_read(fx, &f, 1, 0);
+}
+
+/* A writer that laps every try: the reader gives up after its bounded tries, cleanly. */
+static void test_reader_gives_up_when_always_lapped(void **state)
+{
+    struct fixture *fx = *state;
+    struct hodei_snapshot snap;
+    const char *why;
+    publish_seed(fx, 1);
+    assert_int_equal(hodei_seg_open(&fx->r, seg_path), HODEI_SEG_OK);
+    struct forced f = { .fx = fx, .at = HODEI_SEG_STEP_COPIED, .publishes = 3, .times = -1 };
+    fx->r.hook = forcing_hook;
+    fx->r.hook_arg = &f;
+    assert_int_equal(hodei_seg_read(&fx->r, &snap, NULL, &why), HODEI_SEG_BUSY);
+    assert_int_equal(fx->r.retries, HODEI_SEG_READ_TRIES);
+    fx->r.hook = NULL;
+    expect_read(fx, &(struct forced) { .fx = fx }, fx->w.generation, 0);
 }
 
 /* The writer is inside the slot (odd sequence) for every try: the reader gives up cleanly. */
@@ -171,75 +487,78 @@ static void test_reader_retries_odd_sequence(void **state)
     const char *why;
 
     assert_int_equal(hodei_seg_publish(&fx->w, fx->payload, fx->len), 0);
-    assert_int_equal(read_once(fx, &snap, &why), HODEI_SEG_OK);
+    assert_int_equal(hodei_seg_open(&fx->r, seg_path), HODEI_SEG_OK);
     struct hodei_seg_slot *s = (struct hodei_seg_slot *)
         (fx->w.map + HODEI_SEG_HDR_SIZE + fx->w.slot * fx->w.hdr->slot_size);
     s->seq++;
-    uint64_t before = fx->r.retries;
     assert_int_equal(hodei_seg_read(&fx->r, &snap, NULL, &why), HODEI_SEG_BUSY);
-    assert_int_equal(fx->r.retries - before, HODEI_SEG_READ_TRIES);
+    assert_int_equal(fx->r.retries, HODEI_SEG_READ_TRIES);
     s->seq++;
     assert_int_equal(hodei_seg_read(&fx->r, &snap, NULL, &why), HODEI_SEG_OK);
 }
 
-struct lap {
-    struct fixture *fx;
-    volatile int stop;
-    unsigned publishes;
-};
-
-/* Generation g carries the payload built from seed g % 2: prebuilt, so the writer publishes
- * at copy speed and laps a reader often. */
-static void *lapping_writer(void *arg)
+static void truncate_to_header(struct forced *f)
 {
-    struct lap *l = arg;
-    size_t cap = l->fx->cap;
-    void *buf[2] = { aligned_alloc(64, cap), aligned_alloc(64, cap) };
-    size_t len[2] = { build_fill(buf[0], cap, 200, 2000, 0), build_fill(buf[1], cap, 200, 2000, 1) };
-    while (!l->stop) {
-        l->publishes++;
-        hodei_seg_publish(&l->fx->w, buf[l->publishes % 2], len[l->publishes % 2]);
-    }
-    free(buf[0]);
-    free(buf[1]);
-    return NULL;
+    assert_int_equal(ftruncate(f->fx->w.fd, HODEI_SEG_HDR_SIZE), 0);
 }
 
-/* A writer publishing big snapshots back to back laps the reader, which must retry and
- * still only ever return a snapshot identical to what the writer built for that generation. */
-static void test_reader_retries_while_writer_laps(void **state)
+static void truncate_and_regrow(struct forced *f)
+{
+    assert_int_equal(ftruncate(f->fx->w.fd, HODEI_SEG_HDR_SIZE), 0);
+    assert_int_equal(ftruncate(f->fx->w.fd, (off_t) f->fx->w.size), 0);
+}
+
+static void rewrite_geometry(struct forced *f)
+{
+    struct hodei_seg_header *h = f->fx->w.hdr;
+    h->slot_count = HODEI_SEG_MAX_SLOTS;
+    h->slot_size *= 1024;
+    h->segment_size = HODEI_SEG_HDR_SIZE + h->slot_count * h->slot_size;
+}
+
+/* Run a reader through a file that changes under it at step at; want is what it reports. */
+static void expect_change(struct fixture *fx, enum hodei_seg_step at,
+                          void (*act)(struct forced *), enum hodei_seg_status want)
+{
+    struct hodei_snapshot snap;
+    const char *why;
+    char err[256];
+    struct forced f = { .fx = fx, .at = at, .times = 1, .act = act };
+
+    hodei_seg_close(&fx->w);
+    assert_int_equal(hodei_seg_create(&fx->w, seg_path, 3, fx->cap, err, sizeof(err)), 0);
+    publish_seed(fx, 1);
+    assert_int_equal(hodei_seg_open(&fx->r, seg_path), HODEI_SEG_OK);
+    fx->r.hook = forcing_hook;
+    fx->r.hook_arg = &f;
+    enum hodei_seg_status st = hodei_seg_read(&fx->r, &snap, NULL, &why);
+    fx->r.hook = NULL;
+    if (st != want)
+        fail_msg("got \"%s\", want \"%s\"", hodei_seg_strerror(st), hodei_seg_strerror(want));
+}
+
+/* A file truncated, regrown or rewritten under a reader: that read reports it, no signal,
+ * and nothing is read past the size taken at open. */
+static void test_file_changed_under_reader(void **state)
 {
     struct fixture *fx = *state;
     struct hodei_snapshot snap;
     const char *why;
-    pthread_t t;
-    struct lap l = { .fx = fx };
-    void *expect[2] = { aligned_alloc(64, fx->cap), aligned_alloc(64, fx->cap) };
-    size_t expect_len[2] = { build_fill(expect[0], fx->cap, 200, 2000, 0),
-                             build_fill(expect[1], fx->cap, 200, 2000, 1) };
-    unsigned ok = 0;
-    double deadline = hodei_now() + 5;
 
-    assert_int_equal(pthread_create(&t, NULL, lapping_writer, &l), 0);
-    while (l.publishes < 2)
-        usleep(1000);
-    assert_int_equal(read_once(fx, &snap, &why), HODEI_SEG_OK);
-    while (hodei_now() < deadline && (fx->r.retries == 0 || ok < 200)) {
-        uint64_t gen;
-        enum hodei_seg_status st = hodei_seg_read(&fx->r, &snap, &gen, &why);
-        assert_true(st == HODEI_SEG_OK || st == HODEI_SEG_BUSY);
-        if (st != HODEI_SEG_OK)
-            continue;
-        assert_int_equal(snap.len, expect_len[gen % 2]);
-        assert_memory_equal(snap.base, expect[gen % 2], snap.len);
-        ok++;
-    }
-    l.stop = 1;
-    pthread_join(t, NULL);
-    assert_true(ok > 0);
-    assert_true(fx->r.retries > 0);
-    free(expect[0]);
-    free(expect[1]);
+    /* truncated: a short read, the file given up */
+    expect_change(fx, HODEI_SEG_STEP_SEQ, truncate_to_header, HODEI_SEG_CHANGED);
+    assert_false(fx->r.has_file);
+    assert_true(isnan(hodei_seg_age(&fx->r)));
+    expect_change(fx, HODEI_SEG_STEP_COPIED, truncate_to_header, HODEI_SEG_CHANGED);
+    /* truncated and regrown with zeros: the sequence moved, and then the slot is empty */
+    expect_change(fx, HODEI_SEG_STEP_SEQ, truncate_and_regrow, HODEI_SEG_BAD_PAYLOAD);
+    assert_int_equal(fx->r.retries, 1);
+    /* geometry rewritten after the copy began: this copy is consistent and served... */
+    expect_change(fx, HODEI_SEG_STEP_SEQ, rewrite_geometry, HODEI_SEG_OK);
+    /* ... and the next read sees the header disagree with what it opened */
+    assert_int_equal(hodei_seg_read(&fx->r, &snap, NULL, &why), HODEI_SEG_CHANGED);
+    /* opened again: the rewritten geometry is inconsistent with the file */
+    assert_int_equal(read_once(fx, &snap, &why), HODEI_SEG_BAD_GEOMETRY);
 }
 
 /* ---- header corruption -------------------------------------------------------------- */
@@ -272,6 +591,7 @@ static void test_header_corruption(void **state)
     CORRUPT(h->slot_count = 1000, HODEI_SEG_BAD_GEOMETRY);
     CORRUPT(h->slot_size += 1, HODEI_SEG_BAD_GEOMETRY);
     CORRUPT(h->slot_size = HODEI_SEG_SLOT_HDR, HODEI_SEG_BAD_GEOMETRY);
+    CORRUPT(h->slot_size = h->segment_size + 64, HODEI_SEG_BAD_GEOMETRY);
     CORRUPT(h->published = (h->published & ~0xffull) | 3, HODEI_SEG_BAD_SLOT);
     CORRUPT(h->published = (h->published & ~0xffull) | 255, HODEI_SEG_BAD_SLOT);
     CORRUPT(h->published = 0, HODEI_SEG_EMPTY);
@@ -294,6 +614,7 @@ static void test_short_files(void **state)
     char path[300];
     struct hodei_seg_reader r;
     (void) state;
+    hodei_seg_reader_init(&r);
     snprintf(path, sizeof(path), "%s.short", seg_path);
     FILE *f = fopen(path, "w");
     fputs("HODEI", f);
@@ -304,7 +625,20 @@ static void test_short_files(void **state)
         fputc(0x5a, f);
     fclose(f);
     assert_int_equal(hodei_seg_open(&r, path), HODEI_SEG_BAD_MAGIC);
+    hodei_seg_reader_free(&r);
     unlink(path);
+}
+
+static char *render_one(const struct hodei_snapshot *snap, enum hodei_format fmt, int up,
+                        double age)
+{
+    struct mem_sink m;
+    const struct hodei_snapshot *snaps[1] = { snap };
+    struct hodei_render_input in = { .snapshots = snaps, .nsnapshots = snap ? 1 : 0,
+                                     .scheduler_up = up, .snapshot_age = age };
+    mem_sink_init(&m);
+    assert_int_equal(hodei_render(&m.sink, fmt, &in), 0);
+    return mem_sink_done(&m);
 }
 
 /* ---- payload corruption ------------------------------------------------------------- */
@@ -417,39 +751,108 @@ static void test_payload_corruption(void **state)
         str[1] = 0x7f;                                          /* 32 KiB claimed */
         expect_reject(&p, "empty or too long");
     }
+    /* histogram bounds other than the schema's, for families whose bounds it fixes */
+    k = fam_index(&p, HODEI_F_SCHEDULING_LATENCY_SECONDS);
+    CASE(((double *) (p.buf + p.fam[k].bounds_off))[0] = 0.0009999999999982237,
+         "differ from the schema's");
+    CASE(((double *) (p.buf + p.fam[k].bounds_off))[0] = nextafter(0.001, 0),
+         "differ from the schema's");
+    CASE(((double *) (p.buf + p.fam[k].bounds_off))[11] = 20, "differ from the schema's");
+    /* one bucket fewer, consistently: every offset and stride still adds up */
+    CASE((p.fam[k].nbuckets--,
+          p.fam[k].stride = (uint32_t) hodei_series_stride(HODEI_F_SCHEDULING_LATENCY_SECONDS,
+                                                           p.fam[k].nbuckets)),
+         "differ from the schema's");
 #undef CASE
-    /* every single-bit flip of the header and family table: rejected or still renderable */
+}
+
+/* Producers cannot write other bounds for a fixed family; nginx's family takes its own. */
+static void test_bucket_bounds_follow_the_schema(void **state)
+{
+    struct fixture *fx = *state;
+    struct hodei_builder b;
+    struct hodei_snapshot snap;
+    const char *why;
+    const double mine[2] = { 0.2, 2 };
+
+    hodei_builder_init(&b, fx->payload, fx->cap, 1);
+    hodei_builder_family_buckets(&b, HODEI_F_SCHEDULING_LATENCY_SECONDS, mine, 2);
+    assert_int_equal(hodei_builder_finish(&b), 0);
+
+    hodei_builder_init(&b, fx->payload, fx->cap, 1);
+    hodei_builder_family_buckets(&b, HODEI_F_HTTP_REQUEST_DURATION_SECONDS, mine, 2);
+    uint64_t *v = (uint64_t *) ((double *) hodei_builder_series(&b, NULL, 1) + 1);
+    v[0] = 1, v[1] = 2, v[2] = 3;
+    size_t len = hodei_builder_finish(&b);
+    assert_true(len > 0);
+    assert_int_equal(hodei_snapshot_validate(fx->payload, len, &snap, &why), 0);
+    char *text = render_one(&snap, HODEI_FMT_TEXT, 1, 0);
+    assert_non_null(strstr(text, "\nhodei_http_request_duration_seconds_bucket{le=\"0.2\"} 1\n"
+                                 "hodei_http_request_duration_seconds_bucket{le=\"2\"} 3\n"
+                                 "hodei_http_request_duration_seconds_bucket{le=\"+Inf\"} 6\n"));
+    free(text);
+}
+
+/* Every single-bit flip of the header, the family table and the fixed bucket bounds: either
+ * rejected with a reason, or rendered into a well-formed exposition of the schema.  A flip in
+ * a fixed family's bounds is always rejected. */
+static void test_bit_flips(void **state)
+{
+    struct fixture *fx = *state;
+    struct payload p;
+    struct hodei_snapshot snap;
+    const char *why;
+    unsigned accepted = 0, rejected = 0;
+
+    fresh_payload(&p, fx->payload, fx->cap);
     size_t table_end = sizeof(struct hodei_snap_header)
                        + HODEI_F_COUNT * sizeof(struct hodei_snap_family);
-    for (size_t byte = 0; byte < table_end; byte++) {
-        for (int bit = 0; bit < 8; bit++) {
-            fresh_payload(&p, buf, cap);
-            p.buf[byte] ^= (unsigned char) (1u << bit);
-            if (hodei_snapshot_validate(p.buf, p.len, &snap, &why) == 0) {
-                struct mem_sink m;
-                const struct hodei_snapshot *snaps[1] = { &snap };
-                struct hodei_render_input in = { .snapshots = snaps, .nsnapshots = 1 };
-                mem_sink_init(&m);
-                assert_int_equal(hodei_render(&m.sink, HODEI_FMT_TEXT, &in), 0);
-                free(mem_sink_done(&m));
+    size_t bounds[3][2];                        /* [begin, end) of the daemon's bounds */
+    int nb = 0;
+    for (int id = 0; id < HODEI_F_COUNT; id++) {
+        const struct hodei_family *f = &hodei_families[id];
+        if (f->type == HODEI_HISTOGRAM && !f->buckets_configurable) {
+            int k = fam_index(&p, (enum hodei_family_id) id);
+            bounds[nb][0] = p.fam[k].bounds_off;
+            bounds[nb][1] = p.fam[k].bounds_off + 8u * p.fam[k].nbuckets;
+            nb++;
+        }
+    }
+    assert_int_equal(nb, 3);
+
+    for (int region = -1; region < nb; region++) {
+        size_t from = region < 0 ? 0 : bounds[region][0];
+        size_t to = region < 0 ? table_end : bounds[region][1];
+        for (size_t byte = from; byte < to; byte++) {
+            for (int bit = 0; bit < 8; bit++) {
+                fresh_payload(&p, fx->payload, fx->cap);
+                p.buf[byte] ^= (unsigned char) (1u << bit);
+                why = NULL;
+                if (hodei_snapshot_validate(p.buf, p.len, &snap, &why) != 0) {
+                    if (why == NULL)
+                        fail_msg("byte %zu bit %d: rejected without a reason", byte, bit);
+                    rejected++;
+                    continue;
+                }
+                if (region >= 0)
+                    fail_msg("byte %zu bit %d: bounds unlike the schema's accepted", byte, bit);
+                accepted++;
+                for (int fmt = HODEI_FMT_TEXT; fmt <= HODEI_FMT_OPENMETRICS; fmt++) {
+                    char *text = render_one(&snap, fmt, 1, 0);
+                    const char *problem = exposition_problem(text, fmt);
+                    if (problem)
+                        fail_msg("byte %zu bit %d, format %d: %s", byte, bit, fmt, problem);
+                    free(text);
+                }
             }
         }
     }
+    /* both outcomes happen: a flip of an unused field is harmless, of an offset is not */
+    print_message("%u flips rejected, %u rendered\n", rejected, accepted);
+    assert_true(rejected > 0 && accepted > 0);
 }
 
 /* ---- rendering ------------------------------------------------------------------------ */
-
-static char *render_one(const struct hodei_snapshot *snap, enum hodei_format fmt, int up,
-                        double age)
-{
-    struct mem_sink m;
-    const struct hodei_snapshot *snaps[1] = { snap };
-    struct hodei_render_input in = { .snapshots = snaps, .nsnapshots = snap ? 1 : 0,
-                                     .scheduler_up = up, .snapshot_age = age };
-    mem_sink_init(&m);
-    assert_int_equal(hodei_render(&m.sink, fmt, &in), 0);
-    return mem_sink_done(&m);
-}
 
 static void test_escaping_hostile_labels(void **state)
 {
@@ -480,21 +883,33 @@ static void test_escaping_hostile_labels(void **state)
     free(text);
 
     /* what a label may not be is refused when building, not rendered */
-    const char *bad[] = { "", "\xff\xfe", "a\0b" };
     char longest[HODEI_LABEL_VALUE_MAX + 2];
     memset(longest, 'x', sizeof(longest) - 1);
     longest[sizeof(longest) - 1] = '\0';
-    for (int i = 0; i < 4; i++) {
-        const char *v[1] = { i < 3 ? bad[i] : longest };
+    const char *bad[] = { "", "\xff\xfe", "\xc0\xaf" /* overlong */, "\xed\xa0\x80" /* surrogate */,
+                          longest };
+    for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *v[1] = { bad[i] };
         hodei_builder_init(&b, fx->payload, fx->cap, 1);
         hodei_builder_family(&b, HODEI_F_JOBS_SUBMITTED_TOTAL);
-        if (i == 2) {
-            assert_int_equal(hodei_builder_scalar(&b, v, 1, 1), 0);  /* "a": NUL ends it */
-            continue;
-        }
         assert_int_equal(hodei_builder_scalar(&b, v, 1, 1), -1);
         assert_int_equal(hodei_builder_finish(&b), 0);
     }
+
+    /* a real NUL byte inside a label value: not UTF-8 a reader accepts, whatever wrote it */
+    assert_int_equal(hodei_utf8_valid((const unsigned char *) "a\0b", 3), 0);
+    assert_int_equal(hodei_utf8_valid((const unsigned char *) "a\0b", 1), 1);
+    const char *axb[1] = { "aXb" };
+    hodei_builder_init(&b, fx->payload, fx->cap, 1);
+    hodei_builder_family(&b, HODEI_F_JOBS_SUBMITTED_TOTAL);
+    assert_int_equal(hodei_builder_scalar(&b, axb, 1, 1), 0);
+    len = hodei_builder_finish(&b);
+    assert_int_equal(hodei_snapshot_validate(fx->payload, len, &snap, &why), 0);
+    unsigned char *x = memmem(fx->payload, len, "aXb", 3);
+    assert_non_null(x);
+    x[1] = '\0';
+    assert_int_equal(hodei_snapshot_validate(fx->payload, len, &snap, &why), -1);
+    assert_string_equal(why, "label value is not valid UTF-8");
 }
 
 static void check_number(double v, const char *want)
@@ -714,26 +1129,145 @@ static void test_payload_bound_holds(void **state)
     free(buf);
 }
 
+/* ---- the schema's label kinds ---------------------------------------------------------- */
+
+static void test_label_kinds(void **state)
+{
+    (void) state;
+    /* the seed's contract (DESIGN §2): these label names, in this order */
+    static const struct { enum hodei_family_id id; const char *labels; } seed[] = {
+        { HODEI_F_JOBS_SCHEDULED_TOTAL, "tenant_id" },
+        { HODEI_F_JOBS_COMPLETED_TOTAL, "tenant_id" },
+        { HODEI_F_JOBS_FAILED_TOTAL, "tenant_id,error_type" },
+        { HODEI_F_SCHEDULING_DECISIONS_TOTAL, "decision_type" },
+        { HODEI_F_CPU_USAGE_PERCENT, "worker_id" },
+        { HODEI_F_MEMORY_USAGE_MB, "worker_id" },
+        { HODEI_F_HTTP_REQUESTS_TOTAL, "method,endpoint,status_code" },
+        { HODEI_F_EVENTS_PUBLISHED_TOTAL, "event_type" },
+        { HODEI_F_EVENTS_RECEIVED_TOTAL, "event_type" },
+    };
+    for (unsigned i = 0; i < sizeof(seed) / sizeof(seed[0]); i++) {
+        const struct hodei_family *f = &hodei_families[seed[i].id];
+        char names[128] = "";
+        for (unsigned l = 0; l < f->nlabels; l++) {
+            assert_true(f->labels[l] < HODEI_LABEL_KIND_COUNT);
+            strcat(names, l ? "," : "");
+            strcat(names, hodei_label_name(f, l));
+        }
+        if (strcmp(names, seed[i].labels) != 0)
+            fail_msg("%s has labels %s, the contract says %s", f->name, names, seed[i].labels);
+    }
+
+    /* caps are products of what each label kind may take */
+    uint32_t per_kind[HODEI_LABEL_KIND_COUNT], caps[HODEI_F_COUNT];
+    hodei_label_default_counts(per_kind);
+    per_kind[HODEI_LABEL_TENANT] = 5;
+    assert_int_equal(hodei_family_series_cap(HODEI_F_JOBS_FAILED_TOTAL, per_kind),
+                     5 * HODEI_ERR_COUNT);
+    assert_int_equal(hodei_family_series_cap(HODEI_F_JOBS_SUBMITTED_TOTAL, per_kind), 5);
+    assert_int_equal(hodei_family_series_cap(HODEI_F_CPU_USAGE_PERCENT, per_kind), 10000);
+    assert_int_equal(hodei_family_series_cap(HODEI_F_EVENTS_DROPPED_TOTAL, per_kind),
+                     HODEI_EV_COUNT);
+    assert_int_equal(hodei_family_series_cap(HODEI_F_JOBS_QUEUED, per_kind), 1);
+    assert_int_equal(hodei_family_series_cap(HODEI_F_SCHEDULER_UP, per_kind), 0);
+    assert_int_equal(hodei_family_series_cap(HODEI_F_HTTP_REQUESTS_TOTAL, per_kind), 0);
+    assert_int_equal(hodei_family_series_cap(HODEI_F_METRICS_LABEL_OVERFLOW_TOTAL, per_kind),
+                     HODEI_F_COUNT);
+    hodei_default_caps(caps);
+    assert_int_equal(caps[HODEI_F_JOBS_SCHEDULED_TOTAL], 1001);
+    assert_int_equal(caps[HODEI_F_JOBS_FAILED_TOTAL], 1001 * HODEI_ERR_COUNT);
+
+    /* the fill tool asks the same kinds */
+    struct hodei_fill_params fp = HODEI_FILL_DEFAULTS;
+    fp.tenants = 2;
+    fp.workers = 3;
+    fp.error_types = 2;
+    fp.event_types = 5;
+    hodei_fill_caps(&fp, caps);
+    assert_int_equal(caps[HODEI_F_JOBS_FAILED_TOTAL], 4);
+    assert_int_equal(caps[HODEI_F_MEMORY_USAGE_MB], 3);
+    assert_int_equal(caps[HODEI_F_EVENTS_RECEIVED_TOTAL], 5);
+    assert_int_equal(caps[HODEI_F_SCHEDULING_DECISIONS_TOTAL], HODEI_DECISION_COUNT);
+    assert_int_equal(caps[HODEI_F_BUILD_INFO], 1);
+    assert_int_equal(caps[HODEI_F_HTTP_REQUESTS_TOTAL], 0);
+}
+
+/* The checker the bit-flip test trusts finds what a broken exposition breaks. */
+static void test_exposition_checker_can_fail(void **state)
+{
+    struct fixture *fx = *state;
+    struct hodei_snapshot snap;
+    const char *why;
+    size_t len = build_fill(fx->payload, fx->cap, 2, 2, 3);
+    assert_int_equal(hodei_snapshot_validate(fx->payload, len, &snap, &why), 0);
+    static const struct { const char *from, *to, *problem; } breaks[] = {
+        { "# HELP hodei_jobs_queued ", "# HELP hodei_jobs_queue ", "HELP of another family" },
+        { "# TYPE hodei_jobs_queued gauge", "# TYPE hodei_jobs_queued counter", "TYPE line" },
+        { "{tenant_id=\"tenant-0001\"}", "{tenant=\"tenant-0001\"}", "misnamed" },
+        { "{tenant_id=\"tenant-0001\"}", "{tenant_id=\"ten\"ant-0001\"}", "not separated" },
+        { "{tenant_id=\"tenant-0001\"}", "{tenant_id=\"t\\x\"}", "bad escape" },
+        { "\nhodei_workers_total ", "\nhodei_workers_totals ", "suffix" },
+        { "\nhodei_jobs_queued ", "\nhodei_jobs_queued x", "not a number" },
+    };
+    for (int fmt = HODEI_FMT_TEXT; fmt <= HODEI_FMT_OPENMETRICS; fmt++) {
+        char *text = render_one(&snap, fmt, 1, 0);
+        const char *problem = exposition_problem(text, fmt);
+        if (problem)
+            fail_msg("format %d: %s", fmt, problem);
+        for (unsigned i = 0; fmt == HODEI_FMT_TEXT && i < sizeof(breaks) / sizeof(breaks[0]); i++) {
+            char *at = strstr(text, breaks[i].from);
+            assert_non_null(at);
+            size_t from = strlen(breaks[i].from), to = strlen(breaks[i].to);
+            char *broken = malloc(strlen(text) + to + 1);
+            memcpy(broken, text, (size_t) (at - text));
+            strcpy(broken + (at - text), breaks[i].to);
+            strcat(broken, at + from);
+            problem = exposition_problem(broken, fmt);
+            if (problem == NULL || strstr(problem, breaks[i].problem) == NULL)
+                fail_msg("break %u: got \"%s\", want \"%s\"", i, problem ? problem : "(none)",
+                         breaks[i].problem);
+            free(broken);
+        }
+        if (fmt == HODEI_FMT_OPENMETRICS) {
+            text[strlen(text) - 6] = '\0';             /* without # EOF */
+            assert_non_null(exposition_problem(text, fmt));
+        }
+        free(text);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_oversized_publish_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_restart_is_noticed, setup, teardown),
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+        T(test_round_trip),
+        T(test_outgrown_segment_is_replaced),
+        T(test_failed_growth_loses_nothing),
+        T(test_restart_is_noticed),
         cmocka_unit_test(test_missing_segment),
-        cmocka_unit_test_setup_teardown(test_live_writer_is_not_replaced, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reader_retries_odd_sequence, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reader_retries_while_writer_laps, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_header_corruption, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_short_files, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_payload_corruption, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_escaping_hostile_labels, setup, teardown),
+        T(test_live_writer_is_not_replaced),
+        T(test_reader_refuses_what_is_not_a_segment),
+        T(test_writer_replaces_what_is_planted),
+        T(test_reader_retries_when_lapped),
+        T(test_two_publishes_do_not_disturb_a_reader),
+        T(test_reader_gives_up_when_always_lapped),
+        T(test_reader_retries_odd_sequence),
+        T(test_file_changed_under_reader),
+        T(test_header_corruption),
+        T(test_short_files),
+        T(test_payload_corruption),
+        T(test_bucket_bounds_follow_the_schema),
+        T(test_bit_flips),
+        T(test_escaping_hostile_labels),
         cmocka_unit_test(test_number_formatting),
-        cmocka_unit_test_setup_teardown(test_histogram_invariants, setup, teardown),
+        T(test_histogram_invariants),
         cmocka_unit_test(test_every_family_once),
-        cmocka_unit_test_setup_teardown(test_openmetrics_counters, setup, teardown),
+        T(test_openmetrics_counters),
         cmocka_unit_test(test_accept_negotiation),
         cmocka_unit_test(test_payload_bound_holds),
+        cmocka_unit_test(test_label_kinds),
+        T(test_exposition_checker_can_fail),
+#undef T
     };
     return cmocka_run_group_tests_name("shm", tests, NULL, NULL);
 }

@@ -1,4 +1,8 @@
 #!/usr/bin/perl
-# shm/ unit tests (cmocka, TAP output).
-$ENV{CMOCKA_MESSAGE_OUTPUT} = 'TAP';
-exec 'build/tests/shm_unit' or die "exec build/tests/shm_unit: $!";
+# shm/ unit tests (cmocka): a failure's own messages reach prove's output.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use HodeiTap;
+run_tap('build/tests/shm_unit');

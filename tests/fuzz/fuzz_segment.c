@@ -5,10 +5,10 @@
  * protobuf rendering of a histogram series carrying it.
  * Built with ASan + UBSan: any crash, overread or undefined behaviour is a finding.
  */
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -93,25 +93,34 @@ static void fuzz_native_histogram(const void *copy, size_t size)
     fuzz_native = NULL;
 }
 
+/* The reader opens a path (never /proc/self/fd: it refuses links), so inputs go to a file. */
+static char seg_path[64];
+
+static void remove_file(void)
+{
+    unlink(seg_path);
+}
+
 static void fuzz_segment_file(const uint8_t *data, size_t size)
 {
-    char path[64];
-    int fd = memfd_create("hodei-fuzz", 0);
-    if (fd < 0 || write(fd, data, size) != (ssize_t) size) {
-        if (fd >= 0)
-            close(fd);
+    if (seg_path[0] == '\0') {
+        snprintf(seg_path, sizeof(seg_path), "/tmp/hodei-fuzz-%ld.seg", (long) getpid());
+        atexit(remove_file);
+    }
+    int fd = open(seg_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
         return;
-    }
-    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-    struct hodei_seg_reader r;
-    if (hodei_seg_open(&r, path) == HODEI_SEG_OK) {
-        struct hodei_snapshot snap;
-        const char *why;
-        if (hodei_seg_read(&r, &snap, NULL, &why) == HODEI_SEG_OK)
-            render_all(&snap);
-        hodei_seg_unmap(&r);
-    }
+    ssize_t n = write(fd, data, size);
     close(fd);
+    if (n != (ssize_t) size)
+        return;
+    struct hodei_seg_reader r;
+    struct hodei_snapshot snap;
+    const char *why;
+    hodei_seg_reader_init(&r);
+    if (hodei_seg_load(&r, seg_path, &snap, NULL, &why) == HODEI_SEG_OK)
+        render_all(&snap);
+    hodei_seg_reader_free(&r);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -2,8 +2,8 @@ package HodeiTest;
 # What the integration tests and benchmarks share: a temp dir, programs started in the
 # background (every one stopped when the script ends, dies or is interrupted), waiting for
 # ports, JSON over HTTP with bearer tokens, tokens files, the scheduler daemon, nginx with the
-# module, the exposition, and the family list read from the one schema (shm/hodei_schema.c).
-# TAP comes from Test::More.
+# module, the exposition, and the one schema (shm/hodei_schema.c) as build/hodei-metrics
+# --families prints it.  TAP comes from Test::More.
 #
 # Loading it makes the project root the working directory: every path below is relative to it.
 use strict;
@@ -21,11 +21,11 @@ use Time::HiRes qw(sleep time);
 use Exporter 'import';
 
 our @EXPORT = qw(
-    $TMP root slurp families
+    $TMP root slurp schema families label_values
     spawn wait_exit stop run wait_for
     port_open wait_port
     to_json from_json http_get call
-    make_tokens token_file start_daemon metrics settle sample rss_kb
+    make_tokens token_file start_daemon segment_header metrics settle sample rss_kb
     nginx_conf start_nginx
 );
 
@@ -42,14 +42,26 @@ sub slurp {
     return scalar(<$fh>) // '';
 }
 
+# The schema as build/hodei-metrics --families prints it:
+# { families => [...], label_kinds => [...] }.
+my $SCHEMA;
+sub schema {
+    $SCHEMA //= JSON::PP->new->decode(scalar `build/hodei-metrics --families`
+                                      // die "build/hodei-metrics --families: $!");
+    return $SCHEMA;
+}
+
 # [name, type] of every family, in schema order.
 sub families {
-    my $src = slurp('shm/hodei_schema.c') or die "shm/hodei_schema.c: cannot read";
-    my @f;
-    while ($src =~ /NAME\("(\w+)"\).*?\.type = HODEI_(\w+)/sg) {
-        push @f, [$1, lc $2];
-    }
-    return @f;
+    return map { [$_->{name}, $_->{type}] } @{ schema()->{families} };
+}
+
+# The values a label kind takes when they are a fixed set (e.g. 'event_type'), in order.
+sub label_values {
+    my ($kind) = @_;
+    my ($k) = grep { $_->{kind} eq $kind } @{ schema()->{label_kinds} };
+    die "no label kind $kind" unless $k;
+    return @{ $k->{values} };
 }
 
 # ---- processes ------------------------------------------------------------------------------
@@ -231,11 +243,15 @@ sub token_file {
 # Starts hodei-scheduler; returns a handle { pid, port, url, segment, log, tokens_file,
 # tokens, token }.  Unless @flags say --tokens or --insecure-no-auth, it gets a tokens file of
 # its own with an admin, a worker token and tenant tokens for acme, beta and gamma (tokens:
-# name => token); the handle's token (the one call() sends) is the admin's.
+# name => token); the handle's token (the one call() sends) is the admin's.  An optional first
+# argument { segment => PATH, as => [COMMAND ...] } puts the segment elsewhere, or runs the
+# daemon through a command (setpriv, to run it as another user).
+my @DAEMONS;
 sub start_daemon {
+    my %o = ref $_[0] eq 'HASH' ? %{ shift @_ } : ();
     my ($port, @flags) = @_;
     my $d = { port => $port, url => "http://127.0.0.1:$port/api/v1",
-              segment => "$TMP/segment-$port", log => "$TMP/daemon-$port.log" };
+              segment => $o{segment} // "$TMP/segment-$port", log => "$TMP/daemon-$port.log" };
     unless (grep { /^--(tokens|insecure-no-auth)\b/ } @flags) {
         $d->{tokens_file} = "$TMP/tokens-$port";
         $d->{tokens} = make_tokens($d->{tokens_file}, [admin => 'admin'], [worker => 'worker'],
@@ -243,9 +259,10 @@ sub start_daemon {
         $d->{token} = $d->{tokens}{admin};
         push @flags, '--tokens', $d->{tokens_file};
     }
-    $d->{pid} = spawn($d->{log}, 'build/hodei-scheduler', '--listen', "127.0.0.1:$port",
-                      '--segment', $d->{segment}, @flags);
+    $d->{pid} = spawn($d->{log}, @{ $o{as} // [] }, 'build/hodei-scheduler',
+                      '--listen', "127.0.0.1:$port", '--segment', $d->{segment}, @flags);
     wait_port($port) or die "hodei-scheduler did not start on $port:\n" . slurp($d->{log});
+    push @DAEMONS, $d;
     return $d;
 }
 
@@ -257,8 +274,46 @@ sub metrics {
     return $text;
 }
 
-# Waits until two publish intervals have passed, so the segment shows the current state.
-sub settle { sleep($_[0] // 0.15) }
+# The segment header at $path (shm/hodei_segment.h) as a hash, or undef if there is none.
+sub segment_header {
+    my ($path) = @_;
+    sysopen(my $fh, $path, POSIX::O_RDONLY() | POSIX::O_NONBLOCK()) or return undef;
+    return undef unless -f $fh && sysread($fh, my $h, 128) == 128;
+    my %h;
+    @h{qw(magic version slot_count segment_size slot_size birth_id writer_pid start_time)} =
+        unpack 'Q< L< L< Q< Q< Q< q< d<', $h;
+    @h{qw(published heartbeat_ns)} = unpack 'x64 Q< q<', $h;
+    $h{generation} = $h{published} >> 8;
+    return \%h;
+}
+
+# Waits until each daemon's segment shows the state as of the call: the heartbeat has changed
+# twice since, so a whole publish cycle began after the call and ended (a cycle publishes when
+# something changed, else only ticks the heartbeat).  Without handles: every daemon started
+# here that still runs.  (A number, the fixed wait this once was, is ignored.)  Returns 1, or
+# 0 with a diagnostic after a deadline far beyond any publish interval.
+sub settle {
+    my @daemons = grep { ref } @_;
+    @daemons = grep { kill 0, $_->{pid} } @DAEMONS unless @daemons;
+    my $deadline = time + 60;
+    for my $d (@daemons) {
+        my ($changes, $last) = (0, undef);
+        while ($changes < 2) {
+            my $h = segment_header($d->{segment});
+            my $beat = $h ? $h->{heartbeat_ns} : undef;
+            $changes++ if defined $beat && defined $last && $beat != $last;
+            $last = $beat if defined $beat;
+            next if $changes >= 2;
+            if (time >= $deadline) {
+                Test::More::diag("settle: the segment of the daemon on port $d->{port} did not "
+                                 . "publish within 60 s");
+                return 0;
+            }
+            sleep 0.005;
+        }
+    }
+    return 1;
+}
 
 # The value of one sample line in an exposition ('name{labels}' exactly), or undef.
 sub sample {

@@ -535,10 +535,24 @@ sub check_must_not_match {
     }
 }
 
+# A predicate over log lines: every pattern of section $pats matches one.
+sub all_seen {
+    my ($pats) = @_;
+    return undef unless defined $pats;
+    my $want = log_patterns($pats);
+    return sub {
+        my ($lines) = @_;
+        for my $pat (@$want) {
+            return 0 unless grep { line_matches($_, $pat) } @$lines;
+        }
+        return 1;
+    };
+}
+
 sub check_error_log {
     my ($block, $repeated_req_idx) = @_;
     my $name = $block->name;
-    my $lines = error_log_data();
+    my $lines = error_log_data(all_seen($block->error_log));
 
     if (defined(my $grep_pats = $block->grep_error_log)) {
         my $grep_pat = ref $grep_pats eq 'ARRAY' ? $grep_pats->[$repeated_req_idx] : $grep_pats;
@@ -577,7 +591,7 @@ sub check_access_log {
     my ($block, $repeated_req_idx) = @_;
     return unless defined $block->access_log || defined $block->no_access_log;
     my $name = $block->name;
-    my $lines = access_log_data();
+    my $lines = access_log_data(all_seen($block->access_log));
     check_must_match($name, $block->access_log, $lines, 'access.log', $repeated_req_idx)
         if defined $block->access_log;
     check_must_not_match($name, $block->no_access_log, $lines, 'access.log', $repeated_req_idx)
@@ -726,7 +740,9 @@ to the body before it is compared, e.g. a gunzip sub for a gzip body.
 Lines (each a substring) or an C<eval> array of strings and qr//s that must
 (must not) match a line of F<error.log> written since the block started;
 for a sequence of requests they are checked after each request against the
-lines written since the previous check.  C<[alert]>, C<[crit]> and C<[emerg]>
+lines written since the previous check.  Lines a block expects are waited
+for, up to C<TEST_NGINX_LOG_WAIT> seconds (default 10): nginx writes some
+after the response has gone out.  C<[alert]>, C<[crit]> and C<[emerg]>
 lines are always reported as warnings.
 
 =item grep_error_log, grep_error_log_out
@@ -745,7 +761,7 @@ Seconds to sleep after the requests before the logs are checked.
 =item timeout
 
 Longest silence while reading a response (C<1.5>, C<1.5s>, C<300ms>;
-default 3 s); exceeding it fails the block unless C<--- abort> is given.
+default 10 s); exceeding it fails the block unless C<--- abort> is given.
 
 =item ignore_response
 

@@ -46,7 +46,9 @@ our $WorkerConnections = 1024;
 our $WorkerUser        = $ENV{TEST_NGINX_WORKER_USER};
 our $LogLevel          = $ENV{TEST_NGINX_LOG_LEVEL} || 'debug';
 our $MasterProcessEnabled = $ENV{TEST_NGINX_MASTER_PROCESS} || 'off';
-our $Timeout           = $ENV{TEST_NGINX_TIMEOUT} || 3;
+our $Timeout           = $ENV{TEST_NGINX_TIMEOUT} || 10;
+# How long a log line a block expects may take to appear.
+our $LogWait           = $ENV{TEST_NGINX_LOG_WAIT} || 10;
 our $TestNginxSleep    = $ENV{TEST_NGINX_SLEEP} || 0.015;
 our $NoShuffle         = $ENV{TEST_NGINX_NO_SHUFFLE} || 0;
 our $UseHup            = $ENV{TEST_NGINX_USE_HUP};
@@ -484,7 +486,7 @@ sub restart_nginx {
 sub start_nginx {
     my ($name) = @_;
     my @cmd = ($NginxBinary, '-p', "$ServRoot/", '-c', $ConfFile);
-    my $deadline = time + 5;
+    my $deadline = time + 30;
     my $stderr;
 
     while (1) {
@@ -624,19 +626,32 @@ sub read_lines {
 }
 
 # error.log lines written since the last call in this block (all of them
-# with check_accum_error_log).  The short sleep lets log-phase lines land.
-sub error_log_data () {
-    sleep $TestNginxSleep * 3;
-    open my $in, '<', $ErrLogFile or return [];
-    seek $in, $ErrLogFilePos, 0 if !$CheckAccumErrLog && $ErrLogFilePos > 0;
-    my @lines = <$in>;
-    $ErrLogFilePos = tell $in unless $CheckAccumErrLog;
-    return \@lines;
+# with check_accum_error_log).  nginx may write a line after the response
+# went out (the log phase): when $done is given, the lines are read again
+# until $done->(\@lines) is true or $LogWait seconds have passed.
+sub error_log_data (;$) {
+    my ($done) = @_;
+    my $deadline = time + $LogWait;
+    while (1) {
+        sleep $TestNginxSleep * 3;
+        open my $in, '<', $ErrLogFile or return [];
+        seek $in, $ErrLogFilePos, 0 if !$CheckAccumErrLog && $ErrLogFilePos > 0;
+        my @lines = <$in>;
+        if (!$done || $done->(\@lines) || time >= $deadline) {
+            $ErrLogFilePos = tell $in unless $CheckAccumErrLog;
+            return \@lines;
+        }
+    }
 }
 
-sub access_log_data () {
-    sleep $TestNginxSleep * 3;
-    return read_lines($AccLogFile);
+sub access_log_data (;$) {
+    my ($done) = @_;
+    my $deadline = time + $LogWait;
+    while (1) {
+        sleep $TestNginxSleep * 3;
+        my $lines = read_lines($AccLogFile);
+        return $lines if !$done || $done->($lines) || time >= $deadline;
+    }
 }
 
 # ---- cleanup ----
