@@ -118,7 +118,7 @@ static const char *check_labels(const char **p, const char *end, const char *con
  * with an allowed suffix, the family's labels in order (and le on buckets), label values
  * properly escaped, a value that parses as a number; OpenMetrics ends with # EOF.  Otherwise
  * what is wrong and on which line. */
-static const char *exposition_problem(const char *text, enum hodei_format fmt)
+static inline const char *exposition_problem(const char *text, enum hodei_format fmt)
 {
     static const char *const types[] = { "counter", "gauge", "histogram" };
     int id = -1, line = 0;
