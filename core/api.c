@@ -6,6 +6,7 @@
 #include "api.h"
 
 #include <arpa/inet.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -48,8 +49,8 @@ struct park {
     int    wake_pending;     /* woken while not parked */
     int    gone;             /* the client hung up (streams) */
     int    dead;             /* its stream ended: the watcher frees it */
-    double deadline;         /* monotonic s, while parked */
-    size_t heap_slot;
+    double deadline;         /* monotonic s, while parked; INFINITY: none (a commit) */
+    size_t heap_slot;        /* in api.deadlines, or HEAP_NONE */
     struct cds_list_head poll_link;   /* api.polls, while a parked long poll */
     struct park *next_dead;
 };
@@ -70,6 +71,7 @@ struct api {
     atomic_int stopping;
     atomic_uint streams;           /* open event streams */
     atomic_uint_fast64_t assign_gen;   /* bumped by every placement: long polls re-check */
+    atomic_uint inflight;          /* commands handed to the engine and not yet answered */
     /* per-IP connection counts */
     pthread_mutex_t ip_lock;
     struct ip_count *ips[IP_BUCKETS];
@@ -89,8 +91,17 @@ struct api {
 
 /* Per request. */
 struct request {
+    struct api *api;
     char  *body;
     size_t len;
+    json_t *json;            /* the parsed body: the command's strings point into it */
+    /* a command with the engine: answer() replies once done is set (under park_lock) */
+    struct cmd *cmd;
+    int    cmd_done;
+    enum MHD_Result (*answer)(struct api *api, struct MHD_Connection *conn, struct request *rq);
+    unsigned ok_status;
+    const char *what;
+    char   session[TOKEN_MAX + 1];    /* a registration's session token, until answered */
     int    too_large;
     int    authenticated;
     enum hodei_auth_failure auth_failure;    /* when not authenticated */
@@ -99,6 +110,7 @@ struct request {
     /* a long poll in progress */
     int    polling;
     double poll_until;
+    uint64_t poll_gen;       /* assign_gen before the assignments were read */
     char   poll_worker[HODEI_ID_MAX + 1];
     struct park park;
 };
@@ -235,6 +247,13 @@ static enum MHD_Result reply_refusal(struct MHD_Connection *conn, const struct c
     case SCHED_TENANT_FULL:
         return reply_error(conn, 429, "tenant_queue_full",
                            "this tenant has its maximum of unfinished jobs");
+    case SCHED_UNAVAILABLE: {
+        snprintf(detail, sizeof detail, "the state store cannot commit (%.100s): nothing was "
+                 "changed, try again later", c->detail);
+        struct MHD_Response *r = json_response(error_json("store_unavailable", detail));
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+        return queue(conn, 503, r);
+    }
     case SCHED_FULL:
     default:
         if (c->type == CMD_REGISTER)
@@ -245,14 +264,16 @@ static enum MHD_Result reply_refusal(struct MHD_Connection *conn, const struct c
     }
 }
 
-/* Runs c and answers: ok_status with its object, or the refusal. */
-static enum MHD_Result run(struct api *api, struct MHD_Connection *conn, struct cmd *c,
-                           unsigned ok_status, const char *what)
+/* The usual answer: ok_status with the command's object, or the refusal. */
+static enum MHD_Result answer_object(struct api *api, struct MHD_Connection *conn,
+                                     struct request *rq)
 {
-    engine_call(api->engine, c);
+    struct cmd *c = rq->cmd;
     if (c->rc != SCHED_OK)
-        return reply_refusal(conn, c, what);
-    return reply(conn, ok_status, c->object);
+        return reply_refusal(conn, c, rq->what);
+    json_t *object = c->object;
+    c->object = NULL;
+    return reply(conn, rq->ok_status, object);
 }
 
 /* ---- connections per client address ----------------------------------------------------- */
@@ -372,6 +393,23 @@ static int park(struct api *api, struct park *p, double deadline, int is_poll, u
     return 1;
 }
 
+/* Suspends rq's connection until the engine answers its command; 0 (nothing suspended) when
+ * it already has.  Shutdown does not end this wait: the engine answers every command. */
+static int park_command(struct api *api, struct request *rq)
+{
+    pthread_mutex_lock(&api->park_lock);
+    if (rq->cmd_done) {
+        rq->park.wake_pending = 0;
+        pthread_mutex_unlock(&api->park_lock);
+        return 0;
+    }
+    MHD_suspend_connection(rq->park.conn);
+    rq->park.parked = 1;
+    rq->park.deadline = INFINITY;
+    pthread_mutex_unlock(&api->park_lock);
+    return 1;
+}
+
 /* Resumes p if parked, else remembers the wake; park_lock held. */
 static void wake_locked(struct api *api, struct park *p)
 {
@@ -380,7 +418,8 @@ static void wake_locked(struct api *api, struct park *p)
         return;
     }
     p->parked = 0;
-    heap_remove(&api->deadlines, p);
+    if (p->heap_slot != HEAP_NONE)
+        heap_remove(&api->deadlines, p);
     if (p->poll_link.next) {
         cds_list_del(&p->poll_link);
         p->poll_link.next = p->poll_link.prev = NULL;
@@ -395,7 +434,71 @@ static void wake(struct api *api, struct park *p)
     pthread_mutex_unlock(&api->park_lock);
 }
 
-/* The engine placed a job: parked long polls look again (engine side, under its state lock). */
+/* The engine answered a request's command (engine thread). */
+static void command_done(struct cmd *c)
+{
+    struct request *rq = c->ctx;
+    struct api *api = rq->api;
+    pthread_mutex_lock(&api->park_lock);
+    rq->cmd_done = 1;
+    wake_locked(api, &rq->park);
+    pthread_mutex_unlock(&api->park_lock);
+    atomic_fetch_sub(&api->inflight, 1);
+}
+
+static enum MHD_Result answered(struct api *api, struct MHD_Connection *conn,
+                                struct request *rq);
+
+static void command_free(struct request *rq)
+{
+    struct cmd *c = rq->cmd;
+    if (!c)
+        return;
+    json_decref(c->object);
+    free(c->output.tail);
+    req_report_free(&c->report);
+    free(c);
+    rq->cmd = NULL;
+}
+
+/* Hands c to the engine for rq; command_done() wakes the connection. */
+static void send_command(struct api *api, struct MHD_Connection *conn, struct request *rq,
+                         struct cmd *c)
+{
+    rq->cmd = c;
+    rq->cmd_done = 0;
+    rq->park.conn = conn;
+    c->done = command_done;
+    c->ctx = rq;
+    atomic_fetch_add(&api->inflight, 1);
+    engine_submit(api->engine, c);
+}
+
+/* Hands c to the engine; answer(api, conn, rq) replies once it is done (answer_object:
+ * ok_status with the object, or the refusal of what).  The connection waits suspended. */
+static enum MHD_Result dispatch(struct api *api, struct MHD_Connection *conn, struct request *rq,
+                                struct cmd *c, unsigned ok_status, const char *what,
+                                enum MHD_Result (*answer)(struct api *, struct MHD_Connection *,
+                                                          struct request *))
+{
+    rq->ok_status = ok_status;
+    rq->what = what;
+    rq->answer = answer ? answer : answer_object;
+    send_command(api, conn, rq, c);
+    if (park_command(api, rq))
+        return MHD_YES;   /* resumed when answered: handle() calls answered() */
+    return answered(api, conn, rq);
+}
+
+/* rq's command is answered: the reply, then the command goes. */
+static enum MHD_Result answered(struct api *api, struct MHD_Connection *conn, struct request *rq)
+{
+    enum MHD_Result ret = rq->answer(api, conn, rq);
+    command_free(rq);
+    return ret;
+}
+
+/* The engine placed a job (its assignment committed): parked long polls look again. */
 static void on_assign(void *ctx, const char *worker_id)
 {
     struct api *api = ctx;
@@ -550,6 +653,13 @@ static json_t *body_object(struct MHD_Connection *conn, struct request *rq,
 
 /* ---- jobs ----------------------------------------------------------------------------- */
 
+static struct cmd *cmd_new(enum cmd_type type)
+{
+    struct cmd *c = xcalloc(1, sizeof *c);
+    c->type = type;
+    return c;
+}
+
 static enum MHD_Result submit_job(struct api *api, struct MHD_Connection *conn,
                                   struct request *rq)
 {
@@ -559,21 +669,22 @@ static enum MHD_Result submit_job(struct api *api, struct MHD_Connection *conn,
     json_t *body = body_object(conn, rq, &ret);
     if (!body)
         return ret;
-    struct cmd c = { .type = CMD_SUBMIT };
+    rq->json = body;   /* the spec's strings point into it until the answer */
+    struct cmd *c = cmd_new(CMD_SUBMIT);
     struct req_error err;
-    if (req_job_spec(body, &c.job, &err) < 0) {
+    if (req_job_spec(body, &c->job, &err) < 0) {
         ret = reply_error(conn, 400, err.code, err.detail);
-    } else if (rq->who.kind == PRINCIPAL_TENANT && c.job.tenant_id[0]
-               && strcmp(c.job.tenant_id, rq->who.tenant) != 0) {
+    } else if (rq->who.kind == PRINCIPAL_TENANT && c->job.tenant_id[0]
+               && strcmp(c->job.tenant_id, rq->who.tenant) != 0) {
         ret = refuse_403(api, conn, &rq->who, "a tenant token submits for its own tenant only");
-    } else if (rq->who.kind != PRINCIPAL_TENANT && !c.job.tenant_id[0]) {
+    } else if (rq->who.kind != PRINCIPAL_TENANT && !c->job.tenant_id[0]) {
         ret = reply_error(conn, 400, "bad_field", "'tenant_id' is required");
     } else {
         if (rq->who.kind == PRINCIPAL_TENANT)
-            strcpy(c.job.tenant_id, rq->who.tenant);
-        ret = run(api, conn, &c, 201, "job");
+            strcpy(c->job.tenant_id, rq->who.tenant);
+        return dispatch(api, conn, rq, c, 201, "job", NULL);
     }
-    json_decref(body);
+    free(c);
     return ret;
 }
 
@@ -586,7 +697,8 @@ static enum MHD_Result get_job(struct api *api, struct MHD_Connection *conn,
     json_t *body = NULL;
     rcu_read_lock();
     struct job *j = sched_job(&api->engine->sched, id);
-    if (j && (rq->who.kind != PRINCIPAL_TENANT || strcmp(j->tenant_id, rq->who.tenant) == 0)) {
+    if (j && sched_job_committed(&api->engine->sched, j)
+        && (rq->who.kind != PRINCIPAL_TENANT || strcmp(j->tenant_id, rq->who.tenant) == 0)) {
         struct job_status st;
         job_status_read(j, &st);
         body = job_json(j, &st);
@@ -603,7 +715,7 @@ static enum MHD_Result list_jobs(struct api *api, struct MHD_Connection *conn,
     enum MHD_Result ret;
     if (!allowed(api, conn, &rq->who, MAY_TENANT, "list jobs", &ret))
         return ret;
-    struct cmd c = { .type = CMD_LIST_JOBS };
+    struct cmd c = { .type = CMD_LIST_JOBS };   /* filled here, copied to the engine's */
     const char *tenant = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "tenant_id");
     const char *state = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "state");
     const char *limit = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "limit");
@@ -635,7 +747,9 @@ static enum MHD_Result list_jobs(struct api *api, struct MHD_Connection *conn,
     }
     if (after && !req_job_id(after, &c.list.after))
         return reply_error(conn, 400, "bad_id", "after must be a job id");
-    return run(api, conn, &c, 200, "job");
+    struct cmd *heap = cmd_new(CMD_LIST_JOBS);
+    heap->list = c.list;
+    return dispatch(api, conn, rq, heap, 200, "job", NULL);
 }
 
 static enum MHD_Result cancel_job(struct api *api, struct MHD_Connection *conn,
@@ -644,9 +758,40 @@ static enum MHD_Result cancel_job(struct api *api, struct MHD_Connection *conn,
     enum MHD_Result ret;
     if (!allowed(api, conn, &rq->who, MAY_TENANT, "cancel jobs", &ret))
         return ret;
-    struct cmd c = { .type = CMD_CANCEL, .job_id = id };
-    strcpy(c.tenant_scope, rq->who.tenant);
-    return run(api, conn, &c, 200, "job");
+    struct cmd *c = cmd_new(CMD_CANCEL);
+    c->job_id = id;
+    strcpy(c->tenant_scope, rq->who.tenant);
+    return dispatch(api, conn, rq, c, 200, "job", NULL);
+}
+
+static enum MHD_Result answer_output(struct api *api, struct MHD_Connection *conn,
+                                     struct request *rq)
+{
+    struct cmd *c = rq->cmd;
+    if (c->rc != SCHED_OK)
+        return reply_refusal(conn, c, "job");
+    char detail[160];
+    if (!c->output.reported) {
+        snprintf(detail, sizeof detail, "job %llu is %s: its output comes with the outcome its "
+                 "worker reports", (unsigned long long) c->job_id,
+                 job_state_names[c->output.state]);
+        return reply_error(conn, 404, "no_output", detail);
+    }
+    if (!c->output.kept) {
+        snprintf(detail, sizeof detail, "the output of job %llu (%llu bytes) is no longer kept: "
+                 "newer outputs took its place", (unsigned long long) c->job_id,
+                 (unsigned long long) c->output.total);
+        return reply_error(conn, 410, "output_dropped", detail);
+    }
+    struct MHD_Response *r = must(MHD_create_response_from_buffer(
+        c->output.len, c->output.tail, MHD_RESPMEM_MUST_FREE));
+    c->output.tail = NULL;
+    char n[24];
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    snprintf(n, sizeof n, "%llu", (unsigned long long) c->output.total);
+    MHD_add_response_header(r, "Hodei-Output-Bytes", n);
+    return queue(conn, 200, r);
 }
 
 static enum MHD_Result job_output(struct api *api, struct MHD_Connection *conn,
@@ -655,31 +800,10 @@ static enum MHD_Result job_output(struct api *api, struct MHD_Connection *conn,
     enum MHD_Result ret;
     if (!allowed(api, conn, &rq->who, MAY_TENANT, "read job output", &ret))
         return ret;
-    struct cmd c = { .type = CMD_OUTPUT, .job_id = id };
-    strcpy(c.tenant_scope, rq->who.tenant);
-    engine_call(api->engine, &c);
-    if (c.rc != SCHED_OK)
-        return reply_refusal(conn, &c, "job");
-    char detail[160];
-    if (!c.output.reported) {
-        snprintf(detail, sizeof detail, "job %llu is %s: its output comes with the outcome its "
-                 "worker reports", (unsigned long long) id, job_state_names[c.output.state]);
-        return reply_error(conn, 404, "no_output", detail);
-    }
-    if (!c.output.kept) {
-        snprintf(detail, sizeof detail, "the output of job %llu (%llu bytes) is no longer kept: "
-                 "newer outputs took its place", (unsigned long long) id,
-                 (unsigned long long) c.output.total);
-        return reply_error(conn, 410, "output_dropped", detail);
-    }
-    struct MHD_Response *r = must(MHD_create_response_from_buffer(
-        c.output.len, c.output.tail, MHD_RESPMEM_MUST_FREE));
-    char n[24];
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
-    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
-    snprintf(n, sizeof n, "%llu", (unsigned long long) c.output.total);
-    MHD_add_response_header(r, "Hodei-Output-Bytes", n);
-    return queue(conn, 200, r);
+    struct cmd *c = cmd_new(CMD_OUTPUT);
+    c->job_id = id;
+    strcpy(c->tenant_scope, rq->who.tenant);
+    return dispatch(api, conn, rq, c, 200, "job", answer_output);
 }
 
 /* start, succeed and fail: from the session of the worker the job is on (or an admin). */
@@ -698,26 +822,47 @@ static enum MHD_Result job_report(struct api *api, struct MHD_Connection *conn,
     json_t *body = body_object(conn, rq, &ret);
     if (!body)
         return ret;
-    struct cmd c = { .type = actions[a].cmd, .job_id = id };
+    rq->json = body;
+    struct cmd *c = cmd_new(actions[a].cmd);
+    c->job_id = id;
     struct req_error err;
-    if (req_report(body, actions[a].kind, &c.report, &err) < 0) {
+    if (req_report(body, actions[a].kind, &c->report, &err) < 0) {
         ret = reply_error(conn, 400, err.code, err.detail);
-    } else if (rq->who.kind == PRINCIPAL_SESSION && c.report.worker_id[0]
-               && strcmp(c.report.worker_id, rq->who.worker) != 0) {
+    } else if (rq->who.kind == PRINCIPAL_SESSION && c->report.worker_id[0]
+               && strcmp(c->report.worker_id, rq->who.worker) != 0) {
         ret = refuse_403(api, conn, &rq->who, "a worker session reports for its own worker only");
-    } else if (rq->who.kind != PRINCIPAL_SESSION && !c.report.worker_id[0]) {
+    } else if (rq->who.kind != PRINCIPAL_SESSION && !c->report.worker_id[0]) {
         ret = reply_error(conn, 400, "bad_field", "'worker_id' is required");
     } else {
         if (rq->who.kind == PRINCIPAL_SESSION)
-            strcpy(c.report.worker_id, rq->who.worker);
-        ret = run(api, conn, &c, 200, "job");
+            strcpy(c->report.worker_id, rq->who.worker);
+        return dispatch(api, conn, rq, c, 200, "job", NULL);
     }
-    req_report_free(&c.report);
-    json_decref(body);
+    req_report_free(&c->report);
+    free(c);
     return ret;
 }
 
 /* ---- workers ---------------------------------------------------------------------------- */
+
+static enum MHD_Result answer_registration(struct api *api, struct MHD_Connection *conn,
+                                           struct request *rq)
+{
+    struct cmd *c = rq->cmd;
+    enum MHD_Result ret;
+    if (c->rc != SCHED_OK) {
+        ret = reply_refusal(conn, c, "worker");
+    } else {
+        /* the only place the session's secret ever appears */
+        if (rq->session[0])
+            json_object_set_new(c->object, "session_token", json_string(rq->session));
+        json_t *object = c->object;
+        c->object = NULL;
+        ret = reply(conn, 201, object);
+    }
+    memset(rq->session, 0, sizeof rq->session);
+    return ret;
+}
 
 static enum MHD_Result register_worker(struct api *api, struct MHD_Connection *conn,
                                        struct request *rq)
@@ -728,27 +873,19 @@ static enum MHD_Result register_worker(struct api *api, struct MHD_Connection *c
     json_t *body = body_object(conn, rq, &ret);
     if (!body)
         return ret;
-    struct cmd c = { .type = CMD_REGISTER };
+    rq->json = body;
+    struct cmd *c = cmd_new(CMD_REGISTER);
     struct req_error err;
-    char session[TOKEN_MAX + 1] = "";
-    if (req_worker_spec(body, &c.worker, &err) < 0) {
+    if (req_worker_spec(body, &c->worker, &err) < 0) {
         ret = reply_error(conn, 400, err.code, err.detail);
-    } else if (api->auth && token_generate(TOKEN_SESSION, session, c.worker.session.id,
-                                           c.worker.session.hash) < 0) {
+    } else if (api->auth && token_generate(TOKEN_SESSION, rq->session, c->worker.session.id,
+                                           c->worker.session.hash) < 0) {
         ret = reply_error(conn, 503, "no_randomness", "the system's random source failed");
     } else {
-        engine_call(api->engine, &c);
-        if (c.rc != SCHED_OK) {
-            ret = reply_refusal(conn, &c, "worker");
-        } else {
-            /* the only place the session's secret ever appears */
-            if (session[0])
-                json_object_set_new(c.object, "session_token", json_string(session));
-            ret = reply(conn, 201, c.object);
-        }
+        return dispatch(api, conn, rq, c, 201, "worker", answer_registration);
     }
-    memset(session, 0, sizeof session);
-    json_decref(body);
+    memset(rq->session, 0, sizeof rq->session);
+    free(c);
     return ret;
 }
 
@@ -758,8 +895,7 @@ static enum MHD_Result list_workers(struct api *api, struct MHD_Connection *conn
     enum MHD_Result ret;
     if (!allowed(api, conn, &rq->who, 0, "list workers", &ret))
         return ret;
-    struct cmd c = { .type = CMD_LIST_WORKERS };
-    return run(api, conn, &c, 200, "worker");
+    return dispatch(api, conn, rq, cmd_new(CMD_LIST_WORKERS), 200, "worker", NULL);
 }
 
 /* Heartbeats and assignments of worker_id: its own session, or an admin. */
@@ -784,19 +920,21 @@ static enum MHD_Result heartbeat(struct api *api, struct MHD_Connection *conn,
     json_t *body = body_object(conn, rq, &ret);
     if (!body)
         return ret;
-    struct cmd c = { .type = CMD_HEARTBEAT };
+    struct cmd *c = cmd_new(CMD_HEARTBEAT);
     struct req_error err;
-    int rc = req_heartbeat(body, &c.cpu_usage_percent, &c.memory_usage_mb, &err);
+    int rc = req_heartbeat(body, &c->cpu_usage_percent, &c->memory_usage_mb, &err);
     json_decref(body);
-    if (rc < 0)
+    if (rc < 0) {
+        free(c);
         return reply_error(conn, 400, err.code, err.detail);
-    strcpy(c.worker_id, worker_id);
-    return run(api, conn, &c, 200, "worker");
+    }
+    strcpy(c->worker_id, worker_id);
+    return dispatch(api, conn, rq, c, 200, "worker", NULL);
 }
 
-/* GET /workers/{id}/assignments?wait=S: the assigned jobs not yet started; with none, the
- * connection parks until one is placed on the worker, the wait ends or the server stops.
- * Called again by libmicrohttpd after each resume (rq->polling). */
+/* GET /workers/{id}/assignments?wait=S: the assigned jobs not yet started (their assignment
+ * committed); with none, the connection parks until one is placed on the worker, the wait
+ * ends or the server stops.  Called again by libmicrohttpd after each resume (rq->polling). */
 static enum MHD_Result assignments(struct api *api, struct MHD_Connection *conn,
                                    struct request *rq, const char *worker_id)
 {
@@ -818,18 +956,29 @@ static enum MHD_Result assignments(struct api *api, struct MHD_Connection *conn,
         rq->park.conn = conn;
     }
     for (;;) {
-        uint64_t gen = atomic_load(&api->assign_gen);
-        struct cmd c = { .type = CMD_ASSIGNMENTS };
-        strcpy(c.worker_id, rq->poll_worker);
-        engine_call(api->engine, &c);
-        if (c.rc != SCHED_OK)
-            return reply_refusal(conn, &c, "worker");
-        if (json_array_size(json_object_get(c.object, "jobs")) > 0
-            || hodei_mono() >= rq->poll_until || atomic_load(&api->stopping))
-            return reply(conn, 200, c.object);
-        json_decref(c.object);
-        if (park(api, &rq->park, rq->poll_until, 1, gen))
-            return MHD_YES;   /* resumed later: this function runs again */
+        if (!rq->cmd) {
+            rq->poll_gen = atomic_load(&api->assign_gen);
+            struct cmd *c = cmd_new(CMD_ASSIGNMENTS);
+            strcpy(c->worker_id, rq->poll_worker);
+            send_command(api, conn, rq, c);
+        }
+        if (park_command(api, rq))
+            return MHD_YES;   /* resumed when answered: this function runs again */
+        struct cmd *c = rq->cmd;
+        if (c->rc != SCHED_OK) {
+            ret = reply_refusal(conn, c, "worker");
+        } else if (json_array_size(json_object_get(c->object, "jobs")) > 0
+                   || hodei_mono() >= rq->poll_until || atomic_load(&api->stopping)) {
+            ret = reply(conn, 200, c->object);
+            c->object = NULL;
+        } else {
+            command_free(rq);
+            if (park(api, &rq->park, rq->poll_until, 1, rq->poll_gen))
+                return MHD_YES;   /* resumed later: this function runs again */
+            continue;
+        }
+        command_free(rq);
+        return ret;
     }
 }
 
@@ -1036,6 +1185,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     struct request *rq = *con_cls;
     if (!rq) {
         rq = xcalloc(1, sizeof *rq);
+        rq->api = api;
+        rq->park.heap_slot = HEAP_NONE;
         *con_cls = rq;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -1063,6 +1214,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     }
     if (rq->polling)
         return assignments(api, conn, rq, rq->poll_worker);
+    if (rq->cmd)
+        return park_command(api, rq) ? MHD_YES : answered(api, conn, rq);
     if (atomic_load(&api->stopping))
         return reply_error(conn, 503, "shutting_down", "the scheduler is shutting down");
     if (is_health(url))
@@ -1080,6 +1233,8 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
     struct request *rq = *con_cls;
     if (rq) {
+        command_free(rq);
+        json_decref(rq->json);
         free(rq->body);
         free(rq);
         *con_cls = NULL;
@@ -1162,6 +1317,10 @@ void api_stop(struct api *api)
         wake_locked(api, p);
     pthread_mutex_unlock(&api->park_lock);
     bus_close(api->bus);
+    /* the engine answers every command it was handed (it runs until engine_stop): no
+     * connection may be freed while the engine still holds its command */
+    while (atomic_load(&api->inflight) > 0)
+        usleep(1000);
     /* let the requests in flight (woken long-polls, ending streams) send their answers;
      * idle kept-alive connections are simply closed after the grace */
     for (int waited_ms = 0; waited_ms < SHUTDOWN_GRACE_MS; waited_ms += 10) {

@@ -16,7 +16,7 @@ enum key {
     K_MAX_TENANTS, K_MAX_WORKERS, K_MAX_QUEUED_JOBS, K_JOB_RETENTION, K_SSE_QUEUE, K_LOG_LEVEL,
     K_TOKENS, K_INSECURE_NO_AUTH, K_MAX_CONNECTIONS, K_MAX_CONNECTIONS_PER_IP,
     K_TRUSTED_PROXIES, K_IDLE_TIMEOUT_S, K_MAX_EVENT_STREAMS, K_MAX_JOBS_PER_TENANT,
-    K_ASSIGNMENT_LEASE_S, K_OUTPUT_MEMORY_MB,
+    K_ASSIGNMENT_LEASE_S, K_OUTPUT_MEMORY_MB, K_STATE_DIR,
     K_COUNT
 };
 
@@ -25,11 +25,12 @@ static const char *const key_names[K_COUNT] = {
     "max_tenants", "max_workers", "max_queued_jobs", "job_retention", "sse_queue", "log_level",
     "tokens", "insecure_no_auth", "max_connections", "max_connections_per_ip",
     "trusted_proxies", "idle_timeout_s", "max_event_streams", "max_jobs_per_tenant",
-    "assignment_lease_s", "output_memory_mb" };
+    "assignment_lease_s", "output_memory_mb", "state_dir" };
 
 static const char usage[] =
     "usage: hodei-scheduler (--tokens FILE | --insecure-no-auth) [--config FILE]\n"
-    "                       [--listen ADDR:PORT] [--segment PATH] [--publish-interval-ms N]\n"
+    "                       [--state-dir DIR] [--listen ADDR:PORT] [--segment PATH]\n"
+    "                       [--publish-interval-ms N]\n"
     "                       [--heartbeat-timeout-s S] [--worker-timeout-s S]\n"
     "                       [--max-tenants N] [--max-workers N] [--max-queued-jobs N]\n"
     "                       [--max-jobs-per-tenant N] [--assignment-lease-s S]\n"
@@ -38,7 +39,8 @@ static const char usage[] =
     "                       [--max-connections-per-ip N] [--trusted-proxies ADDR,...]\n"
     "                       [--idle-timeout-s S] [--log-level error|warn|info|debug]\n"
     "                       [--version]\n"
-    "defaults: --listen 127.0.0.1:8081 --segment /dev/shm/hodei-metrics\n"
+    "defaults: --state-dir /var/lib/hodei --listen 127.0.0.1:8081\n"
+    "          --segment /dev/shm/hodei-metrics\n"
     "          --publish-interval-ms 250 --heartbeat-timeout-s 10 --worker-timeout-s 30\n"
     "          --max-tenants 1000 --max-workers 10000 --max-queued-jobs 100000\n"
     "          --max-jobs-per-tenant 10000 --assignment-lease-s 30 --job-retention 10000\n"
@@ -53,6 +55,7 @@ static void defaults(struct config *cfg)
     strcpy(cfg->listen_host, "127.0.0.1");
     cfg->listen_port = 8081;
     strcpy(cfg->segment, "/dev/shm/hodei-metrics");
+    strcpy(cfg->state_dir, "/var/lib/hodei");
     cfg->publish_interval_ms = 250;
     cfg->sse_queue = 1024;
     cfg->log_level = LOG_INFO;
@@ -151,6 +154,11 @@ static int set(struct config *cfg, enum key k, const char *v)
         if (!*v || strlen(v) >= sizeof cfg->segment)
             return -1;
         strcpy(cfg->segment, v);
+        return 0;
+    case K_STATE_DIR:
+        if (!*v || strlen(v) >= sizeof cfg->state_dir - 16)
+            return -1;
+        strcpy(cfg->state_dir, v);
         return 0;
     case K_PUBLISH_INTERVAL_MS:
         return parse_uint(v, 10, 60000, &cfg->publish_interval_ms);

@@ -16,6 +16,7 @@ struct config {
     char     listen_host[64];     /* IPv4 address */
     unsigned listen_port;
     char     segment[4096];
+    char     state_dir[4096];     /* the state store's directory (DESIGN §10) */
     unsigned publish_interval_ms;
     unsigned sse_queue;           /* events an SSE client may have waiting */
     int      log_level;

@@ -6,7 +6,7 @@ CORE_CFLAGS := $(HODEI_CFLAGS) -Icore -DHODEI_VERSION='"$(VERSION)"'
 CORE_LOGIC  := alloc capindex heap scheduler request json bus log token auth
 CORE_DAEMON := config engine metrics api main
 # The durable store (store.h) on SQLite, linked wherever the logic is.
-CORE_LOGIC  += store_sqlite
+CORE_LOGIC  += store_sqlite persist
 CORE_LIBS   += $(shell pkg-config --libs sqlite3)
 CORE_LOGIC_OBJS  := $(CORE_LOGIC:%=$(BUILD)/obj/core/%.o)
 CORE_DAEMON_OBJS := $(CORE_DAEMON:%=$(BUILD)/obj/core/%.o)

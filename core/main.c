@@ -74,18 +74,22 @@ int main(int argc, char **argv)
     static struct engine engine;
     static struct metrics_publisher publisher;
     struct bus *bus = bus_new();
-    if (engine_start(&engine, &cfg.sched, bus) < 0)
+    if (engine_start(&engine, &cfg.sched, bus, cfg.state_dir) < 0)
         return 1;
+    /* a restart may bring back more tenants than max_tenants allows new ones */
+    uint32_t tenants = engine.sched.ntenants > cfg.sched.max_tenants ? engine.sched.ntenants
+                                                                      : cfg.sched.max_tenants;
     if (metrics_start(&publisher, cfg.segment, &engine.sched, bus, HODEI_VERSION,
-                      cfg.publish_interval_ms, cfg.sched.max_tenants, cfg.sched.max_workers) < 0)
+                      cfg.publish_interval_ms, tenants, cfg.sched.max_workers) < 0)
         return 1;
     struct api *api = api_start(&cfg, &engine, bus, auth);
     if (!api)
         return 1;
-    log_info("hodei-scheduler %s listening on %s:%u (max %u tenants, %u workers, %u unfinished "
-             "jobs, %u connections, %u per client address)", HODEI_VERSION, cfg.listen_host,
-             cfg.listen_port, cfg.sched.max_tenants, cfg.sched.max_workers, cfg.sched.max_jobs,
-             cfg.max_connections, cfg.max_connections_per_ip);
+    log_info("hodei-scheduler %s listening on %s:%u (state in %s; max %u tenants, %u workers, "
+             "%u unfinished jobs, %u connections, %u per client address)", HODEI_VERSION,
+             cfg.listen_host, cfg.listen_port, cfg.state_dir, cfg.sched.max_tenants,
+             cfg.sched.max_workers, cfg.sched.max_jobs, cfg.max_connections,
+             cfg.max_connections_per_ip);
 
     int sig = 0;
     for (;;) {

@@ -49,47 +49,47 @@ static void histogram(struct hodei_builder *b, enum hodei_family_id f, double cr
     memcpy(buckets, h.counts, (h.nbuckets + 1) * sizeof(uint64_t));
 }
 
-/* One series per tenant of a tenant-labelled counter, read through get. */
+/* One series per tenant of a tenant-labelled counter. */
 static void per_tenant(struct hodei_builder *b, enum hodei_family_id f, const struct sched *s,
-                       uint32_t ntenants, const uint64_t *(*get)(const struct tenant *))
+                       uint32_t ntenants, enum tenant_counter c)
 {
     hodei_builder_family(b, f);
     for (uint32_t i = 0; i < ntenants; i++) {
         const struct tenant *t = s->tenants[i];
         const char *labels[1] = { t->id };
-        hodei_builder_scalar(b, labels, t->created, (double) counter_load(get(t)));
+        hodei_builder_scalar(b, labels, t->created, (double) counter_load(&t->count[c]));
     }
 }
 
-static const uint64_t *get_submitted(const struct tenant *t) { return &t->submitted; }
-static const uint64_t *get_scheduled(const struct tenant *t) { return &t->scheduled; }
-static const uint64_t *get_completed(const struct tenant *t) { return &t->completed; }
-
-static void per_event_type(struct hodei_builder *b, enum hodei_family_id f, double created,
-                           const uint64_t *values)
-{
-    hodei_builder_family(b, f);
-    for (int t = 0; t < HODEI_EV_COUNT; t++) {
-        const char *labels[1] = { hodei_event_type_names[t] };
-        hodei_builder_scalar(b, labels, created, (double) values[t]);
-    }
-}
-
-/* Worker gauges: one series per registered worker. */
+/* Worker gauges: one series per registered worker whose registration committed. */
 static void per_worker(struct hodei_builder *b, enum hodei_family_id f, const struct sched *s,
                        size_t usage_offset)
 {
     hodei_builder_family(b, f);
     struct cds_lfht_iter it;
     struct worker *w;
+    uint64_t committed = __atomic_load_n(&s->committed_worker_seq, __ATOMIC_ACQUIRE);
     cds_lfht_for_each_entry(s->workers, &it, w, node) {
+        if (w->seq > committed)
+            continue;
         const char *labels[1] = { w->id };
         const double *usage = (const double *) ((const char *) w + usage_offset);
         hodei_builder_scalar(b, labels, w->registered_at, gauge_load(usage));
     }
 }
 
-size_t metrics_build(const struct sched *s, const struct bus_counters *bus, const char *version,
+/* A labelled counter family over a fixed set of label values. */
+static void per_value(struct hodei_builder *b, enum hodei_family_id f, double created,
+                      const char *const *names, int n, const uint64_t *values)
+{
+    hodei_builder_family(b, f);
+    for (int i = 0; i < n; i++) {
+        const char *labels[1] = { names[i] };
+        hodei_builder_scalar(b, labels, created, (double) counter_load(&values[i]));
+    }
+}
+
+size_t metrics_build(const struct sched *s, uint64_t subscribers, const char *version,
                      void *buf, size_t cap, double now)
 {
     const struct sched_metrics *m = &s->m;
@@ -99,14 +99,15 @@ size_t metrics_build(const struct sched *s, const struct bus_counters *bus, cons
     hodei_builder_init(&b, buf, cap, now);
     rcu_read_lock();
 
-    per_tenant(&b, HODEI_F_JOBS_SCHEDULED_TOTAL, s, ntenants, get_scheduled);
-    per_tenant(&b, HODEI_F_JOBS_COMPLETED_TOTAL, s, ntenants, get_completed);
+    per_tenant(&b, HODEI_F_JOBS_SCHEDULED_TOTAL, s, ntenants, TC_SCHEDULED);
+    per_tenant(&b, HODEI_F_JOBS_COMPLETED_TOTAL, s, ntenants, TC_COMPLETED);
     hodei_builder_family(&b, HODEI_F_JOBS_FAILED_TOTAL);
     for (uint32_t i = 0; i < ntenants; i++) {
         const struct tenant *t = s->tenants[i];
         for (int e = 0; e < HODEI_ERR_COUNT; e++) {
             const char *labels[2] = { t->id, hodei_error_type_names[e] };
-            hodei_builder_scalar(&b, labels, t->created, (double) counter_load(&t->failed[e]));
+            hodei_builder_scalar(&b, labels, t->created,
+                                 (double) counter_load(&t->count[TC_FAILED + e]));
         }
     }
     uint64_t queued = counter_load(&m->jobs_queued), assigned = counter_load(&m->jobs_assigned);
@@ -115,26 +116,26 @@ size_t metrics_build(const struct sched *s, const struct bus_counters *bus, cons
            (double) counter_load(&m->workers_registered));
     scalar(&b, HODEI_F_WORKERS_HEALTHY, start, (double) counter_load(&m->workers_healthy));
     scalar(&b, HODEI_F_WORKERS_TOTAL, start, (double) counter_load(&m->workers_total));
-    histogram(&b, HODEI_F_SCHEDULING_LATENCY_SECONDS, start, &m->scheduling_latency);
-    hodei_builder_family(&b, HODEI_F_SCHEDULING_DECISIONS_TOTAL);
-    for (int d = 0; d < HODEI_DECISION_COUNT; d++) {
-        const char *labels[1] = { hodei_decision_names[d] };
-        hodei_builder_scalar(&b, labels, start, (double) counter_load(&m->decisions[d]));
-    }
+    histogram(&b, HODEI_F_SCHEDULING_LATENCY_SECONDS, start, &m->h[SH_SCHEDULING_LATENCY]);
+    per_value(&b, HODEI_F_SCHEDULING_DECISIONS_TOTAL, start, hodei_decision_names,
+              HODEI_DECISION_COUNT, m->decisions);
     per_worker(&b, HODEI_F_CPU_USAGE_PERCENT, s, offsetof(struct worker, cpu_usage_percent));
     per_worker(&b, HODEI_F_MEMORY_USAGE_MB, s, offsetof(struct worker, memory_usage_mb));
     scalar(&b, HODEI_F_QUEUE_SIZE, start, (double) (queued + assigned));
-    histogram(&b, HODEI_F_QUEUE_WAIT_TIME_SECONDS, start, &m->queue_wait);
-    per_event_type(&b, HODEI_F_EVENTS_PUBLISHED_TOTAL, start, bus->published);
-    per_event_type(&b, HODEI_F_EVENTS_RECEIVED_TOTAL, start, bus->received);
-    scalar(&b, HODEI_F_EVENT_BUS_SUBSCRIBERS, start, (double) bus->subscribers);
+    histogram(&b, HODEI_F_QUEUE_WAIT_TIME_SECONDS, start, &m->h[SH_QUEUE_WAIT]);
+    per_value(&b, HODEI_F_EVENTS_PUBLISHED_TOTAL, start, hodei_event_type_names,
+              HODEI_EV_COUNT, m->events_published);
+    per_value(&b, HODEI_F_EVENTS_RECEIVED_TOTAL, start, hodei_event_type_names,
+              HODEI_EV_COUNT, m->events_received);
+    scalar(&b, HODEI_F_EVENT_BUS_SUBSCRIBERS, start, (double) subscribers);
     hodei_builder_family(&b, HODEI_F_BUILD_INFO);
     const char *version_label[1] = { version };
     hodei_builder_scalar(&b, version_label, start, 1);
-    per_tenant(&b, HODEI_F_JOBS_SUBMITTED_TOTAL, s, ntenants, get_submitted);
-    histogram(&b, HODEI_F_JOB_DURATION_SECONDS, start, &m->job_duration);
+    per_tenant(&b, HODEI_F_JOBS_SUBMITTED_TOTAL, s, ntenants, TC_SUBMITTED);
+    histogram(&b, HODEI_F_JOB_DURATION_SECONDS, start, &m->h[SH_JOB_DURATION]);
     scalar(&b, HODEI_F_JOBS_RUNNING, start, (double) counter_load(&m->jobs_running));
-    per_event_type(&b, HODEI_F_EVENTS_DROPPED_TOTAL, start, bus->dropped);
+    per_value(&b, HODEI_F_EVENTS_DROPPED_TOTAL, start, hodei_event_type_names,
+              HODEI_EV_COUNT, m->events_dropped);
     hodei_builder_family(&b, HODEI_F_METRICS_LABEL_OVERFLOW_TOTAL);
     for (int f = 0; f < HODEI_F_COUNT; f++) {
         uint64_t n = counter_load(&m->label_overflow[f]);
@@ -143,21 +144,13 @@ size_t metrics_build(const struct sched *s, const struct bus_counters *bus, cons
             hodei_builder_scalar(&b, labels, start, (double) n);
         }
     }
-    hodei_builder_family(&b, HODEI_F_API_AUTH_FAILURES_TOTAL);
-    for (int r = 0; r < HODEI_AUTH_COUNT; r++) {
-        const char *labels[1] = { hodei_auth_failure_names[r] };
-        hodei_builder_scalar(&b, labels, start, (double) counter_load(&m->auth_failures[r]));
-    }
+    per_value(&b, HODEI_F_API_AUTH_FAILURES_TOTAL, start, hodei_auth_failure_names,
+              HODEI_AUTH_COUNT, m->auth_failures);
+    histogram(&b, HODEI_F_STORE_COMMIT_DURATION_SECONDS, start, &m->h[SH_STORE_COMMIT]);
+    per_value(&b, HODEI_F_STORE_ERRORS_TOTAL, start, hodei_store_error_names,
+              HODEI_STORE_ERROR_COUNT, m->store_errors);
     rcu_read_unlock();
     return hodei_builder_finish(&b);
-}
-
-static uint64_t bus_total(const struct bus_counters *c)
-{
-    uint64_t n = c->subscribers;
-    for (int t = 0; t < HODEI_EV_COUNT; t++)
-        n += c->published[t] + c->received[t] + c->dropped[t];
-    return n;
 }
 
 /* Builds the snapshot into p->buf, which grows as the snapshot needs, up to what the caps
@@ -165,7 +158,8 @@ static uint64_t bus_total(const struct bus_counters *c)
 static size_t build(struct metrics_publisher *p, const struct bus_counters *bc)
 {
     for (;;) {
-        size_t len = metrics_build(p->sched, bc, p->version, p->buf, p->cap, hodei_now());
+        size_t len = metrics_build(p->sched, bc->subscribers, p->version, p->buf, p->cap,
+                                   hodei_now());
         if (len > 0 || p->cap >= p->cap_max)
             return len;
         size_t cap = p->cap * 2 < p->cap_max ? p->cap * 2 : p->cap_max;
@@ -183,8 +177,9 @@ static void publish(struct metrics_publisher *p, int force)
     struct bus_counters bc;
     unsigned long events = bus_drain(p->sub);
     bus_counters_read(p->bus, &bc);
-    uint64_t changes = counter_load(&p->sched->changes) + bus_total(&bc);
-    if (!force && events == 0 && changes == p->last_changes) {
+    uint64_t changes = counter_load(&p->sched->changes);
+    if (!force && events == 0 && changes == p->last_changes
+        && bc.subscribers == p->last_subscribers) {
         hodei_seg_heartbeat(&p->seg);
         p->heartbeats++;
         return;
@@ -209,6 +204,7 @@ static void publish(struct metrics_publisher *p, int force)
     if (p->seg.grown != grown)
         log_info("metrics segment grew to %zu bytes for a %zu-byte snapshot", p->seg.size, len);
     p->last_changes = changes;
+    p->last_subscribers = bc.subscribers;
     p->publishes++;
 }
 

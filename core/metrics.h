@@ -23,9 +23,9 @@
  * kinds of their labels. */
 void metrics_caps(uint32_t caps[HODEI_F_COUNT], uint32_t max_tenants, uint32_t max_workers);
 
-/* Builds the snapshot into buf (8-aligned, cap bytes); returns its length, 0 if it did not
- * fit. */
-size_t metrics_build(const struct sched *s, const struct bus_counters *bus, const char *version,
+/* Builds the snapshot into buf (8-aligned, cap bytes) from what the scheduler committed (and
+ * the bus's current number of subscribers); returns its length, 0 if it did not fit. */
+size_t metrics_build(const struct sched *s, uint64_t subscribers, const char *version,
                      void *buf, size_t cap, double now);
 
 struct metrics_publisher {
@@ -39,7 +39,7 @@ struct metrics_publisher {
     size_t cap_max;             /* ... up to what the series caps allow */
     unsigned interval_ms;
     int failing;                /* the last publish failed (logged once, when it started) */
-    uint64_t last_changes;
+    uint64_t last_changes, last_subscribers;
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;

@@ -178,7 +178,8 @@ int req_job_spec(json_t *body, struct job_spec *out, struct req_error *err)
 
 int req_worker_spec(json_t *body, struct worker_spec *out, struct req_error *err)
 {
-    static const char *const fields[] = { "worker_id", "cpu_m", "memory_mb", "labels", NULL };
+    static const char *const fields[] = { "worker_id", "cpu_m", "memory_mb", "labels", "running",
+                                          NULL };
     long long cpu, mem;
     if (only_fields(body, fields, err) < 0
         || id_field(body, "worker_id", 0, out->id, err) < 0
@@ -188,6 +189,21 @@ int req_worker_spec(json_t *body, struct worker_spec *out, struct req_error *err
     out->cpu_m = (uint32_t) cpu;
     out->memory_mb = (uint32_t) mem;
     out->nlabels = 0;
+    out->nrunning = 0;
+    json_t *running = json_object_get(body, "running");
+    if (running) {
+        size_t i;
+        json_t *id;
+        if (!json_is_array(running) || json_array_size(running) > SCHED_RUNNING_MAX)
+            return fail(err, "bad_field", "'running' must be an array of at most %d job ids",
+                        SCHED_RUNNING_MAX);
+        json_array_foreach(running, i, id) {
+            if (!json_is_string(id) || !req_job_id(json_string_value(id),
+                                                   &out->running[out->nrunning]))
+                return fail(err, "bad_field", "'running' holds job ids (decimal strings)");
+            out->nrunning++;
+        }
+    }
     json_t *labels = json_object_get(body, "labels");
     if (!labels)
         return 0;

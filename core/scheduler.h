@@ -2,10 +2,30 @@
  * scheduler.h — the scheduler's state and rules, without threads, HTTP or JSON.
  *
  * One thread (the engine's) calls every mutating function; other threads may only
- *   - look jobs up in `jobs` under rcu_read_lock() and copy their status with job_status_read(),
- *   - iterate `workers` under rcu_read_lock() reading ids and the usage gauges,
- *   - read the counters (sched_metrics, tenants[0..ntenants)) with relaxed atomic loads.
+ *   - look jobs up in `jobs` under rcu_read_lock(), check sched_job_committed() and copy their
+ *     committed status with job_status_read(),
+ *   - iterate `workers` under rcu_read_lock() reading ids and the usage gauges (of workers with
+ *     seq <= committed_worker_seq),
+ *   - read the counters (sched_metrics, tenants[0..sched_tenant_count())) with relaxed atomic
+ *     loads.
  * Removed jobs and workers are freed with call_rcu(), so such readers never see freed memory.
+ *
+ * Durability (DESIGN §10).  Every mutation is recorded in the change set (struct
+ * sched_changes): the jobs, tenants and workers it touched, each job's transitions, counter
+ * increments and histogram observations.  Nothing a reader sees moves while the change set is
+ * open: job statuses, counters, histograms, gauges, tenants, new workers, kept outputs and
+ * deletions all wait for sched_commit(), which the engine calls once the store has committed
+ * the change set (persist.h).  When the store refuses it, sched_rollback() puts every touched
+ * job, tenant and worker back to its committed state, so a refused change leaves no trace.
+ * The engine's own decisions (queue order, placement) use the working state, which runs ahead
+ * of the committed one by at most one change set.
+ *
+ * Restart.  sched_load_*() rebuild the state a store kept (persist.c): ids continue, queued
+ * jobs keep their order, assigned-but-not-started jobs go back to the queue, and running jobs
+ * stay running on their worker, absent until it registers again: jobs it lists as running are
+ * its again, jobs it does not list are lost (requeued, or failed worker_lost), and jobs it
+ * lists that are not its own are left out of its answer (the agent stops them).  A worker that
+ * does not come back within worker_timeout loses its jobs the same way.
  *
  * Placement rules (documented in README §Scheduling):
  *   - order: higher priority first; within a priority, the tenant with the fewest assigned +
@@ -60,6 +80,7 @@ enum sched_rc {
     SCHED_CONFLICT,      /* 409: illegal transition, duplicate id, not this worker's job */
     SCHED_FULL,          /* 429: queue limit or worker cap */
     SCHED_TENANT_FULL,   /* 429: the tenant's own limit of unfinished jobs */
+    SCHED_UNAVAILABLE,   /* 503: the store could not commit it; nothing changed */
 };
 
 struct job_spec {
@@ -96,6 +117,8 @@ struct job_output {
     uint64_t total;
 };
 
+struct absent;
+
 struct job {
     struct cds_lfht_node node;   /* sched.jobs, keyed by id */
     struct rcu_head rcu;
@@ -108,25 +131,34 @@ struct job {
     int      priority;
     uint32_t timeout_s, max_retries;
     double   submitted_at;       /* unix seconds */
-    /* status, read by other threads through job_status_read() */
+    /* the committed status, what other threads read through job_status_read() */
     unsigned long status_seq;
-    struct job_status st;
+    struct job_status cst;
     /* engine-thread only */
+    struct job_status st;        /* working status: equal to cst outside a change set */
     struct tenant *tenant;       /* the tenant it counts under (maybe __overflow__) */
     struct tenant_quota *quota;  /* its tenant id's unfinished jobs, while unfinished */
     struct worker *worker;
+    struct absent *absent;       /* assigned or running on a worker not registered (restart) */
     struct tenant_level *level;  /* while queued */
     struct cds_list_head queue_link;    /* tenant_level.jobs while queued */
-    struct cds_list_head worker_link;   /* worker.jobs while assigned or running */
+    struct cds_list_head worker_link;   /* worker.jobs or absent.jobs, by id */
     struct cds_list_head order_link;    /* sched.all_jobs, by id */
     struct cds_list_head done_link;     /* sched.finished while terminal */
     double   queued_mono;        /* when it last entered the queue (monotonic s) */
     double   started_mono;
     double   deadline_mono;      /* assigned: its lease ends; running: it times out */
     size_t   deadline_slot;      /* index in sched.deadlines, or HEAP_NONE */
-    unsigned char *output;       /* the reported tail while kept, else NULL */
+    unsigned char *output;       /* the reported tail while kept (committed), else NULL */
     size_t   output_len;
     struct cds_list_head output_link;   /* sched.outputs while kept */
+    /* the change set */
+    uint8_t  touched;            /* in sched.changes.jobs */
+    uint8_t  pruned;             /* deleted by the change set: freed when it commits */
+    uint8_t  has_new_output;     /* a report in the change set carried an output */
+    unsigned char *new_output;   /* ... its tail (NULL when empty) */
+    size_t   new_output_len;
+    struct cds_list_head touch_link;
 };
 
 struct worker_label {
@@ -139,12 +171,16 @@ struct worker_session {
     unsigned char hash[32];
 };
 
+#define SCHED_RUNNING_MAX 1024    /* job ids a registering worker may list as running */
+
 struct worker_spec {
     char     id[HODEI_ID_MAX + 1];   /* "" : generate "w-<n>" */
     struct worker_session session;
     uint32_t cpu_m, memory_mb;
     unsigned nlabels;
     struct worker_label labels[SCHED_LABELS_MAX];   /* copied by sched_register */
+    unsigned nrunning;
+    uint64_t running[SCHED_RUNNING_MAX];   /* jobs the worker runs now (after a restart) */
 };
 
 struct worker {
@@ -168,12 +204,19 @@ struct worker {
     struct cds_list_head jobs;   /* assigned and running, by assignment */
     struct cap_node free_node;   /* sched.free_index while healthy */
     struct cap_node total_node;  /* sched.total_index */
+    /* the change set: what it changed, and what to put back on a rollback */
+    uint8_t  touched, is_new, removed;
+    int      pre_healthy;
+    double   pre_quarantined_until;
+    uint32_t pre_lease_strikes;
+    struct cds_list_head touch_link;
     /* gauges, read by the metrics thread (atomic 8-byte loads) */
     double   cpu_usage_percent;
     double   memory_usage_mb;
 };
 
-/* A histogram with per-bucket (not cumulative) counts, as the snapshot stores them. */
+/* A histogram with per-bucket (not cumulative) counts, as the snapshot stores them.  The
+ * scheduler's hold committed observations only (sched_commit applies the change set's). */
 struct sched_histogram {
     const double *bounds;
     unsigned nbuckets;
@@ -181,15 +224,25 @@ struct sched_histogram {
     uint64_t counts[HODEI_BUCKETS_MAX + 1];
 };
 
+/* A tenant's counters, by index. */
+enum tenant_counter {
+    TC_SUBMITTED, TC_SCHEDULED, TC_COMPLETED,
+    TC_FAILED,                   /* + error_type: one per error type */
+    TC_COUNT = TC_FAILED + HODEI_ERR_COUNT
+};
+
 struct tenant {
     char     id[HODEI_ID_MAX + 1];   /* HODEI_OVERFLOW_LABEL for the overflow tenant */
     struct cds_lfht_node node;
-    double   created;
+    struct rcu_head rcu;
+    double   created;            /* unix seconds: _created of its series, kept across restarts */
     uint32_t active;             /* assigned + running: the fair-share key */
     struct cds_list_head levels; /* tenant_level entries with queued jobs */
-    /* counters (relaxed atomics) */
-    uint64_t submitted, scheduled, completed;
-    uint64_t failed[HODEI_ERR_COUNT];
+    uint64_t count[TC_COUNT];    /* committed (relaxed atomics, read by the metrics thread) */
+    /* engine-thread only: increments in the change set */
+    uint64_t pending[TC_COUNT];
+    uint8_t  touched;
+    struct cds_list_head touch_link;
 };
 
 struct sched_config {
@@ -209,16 +262,71 @@ struct sched_config {
 typedef void (*sched_event_fn)(void *ctx, enum hodei_event_type type, const struct job *job,
                                const struct worker *worker);
 
+/* The histograms the scheduler keeps, by index. */
+enum sched_histogram_id {
+    SH_SCHEDULING_LATENCY, SH_QUEUE_WAIT, SH_JOB_DURATION,
+    SH_STORE_COMMIT,             /* the store's commits: observed by the engine */
+    SH_COUNT
+};
+extern const enum hodei_family_id sched_histogram_family[SH_COUNT];
+
+/* What readers see: committed values only (relaxed atomics), and gauges as of the last batch. */
 struct sched_metrics {
     uint64_t decisions[HODEI_DECISION_COUNT];
     uint64_t workers_registered;
     uint64_t label_overflow[HODEI_F_COUNT];
-    struct sched_histogram scheduling_latency, queue_wait, job_duration;
-    /* counted by API threads with atomic adds (sched_count_auth_failure) */
+    struct sched_histogram h[SH_COUNT];
+    /* counted outside the change set and committed as they were when a batch was built
+     * (sched_set_sampled): API refusals, and the bus's counts */
     uint64_t auth_failures[HODEI_AUTH_COUNT];
+    uint64_t events_published[HODEI_EV_COUNT];
+    uint64_t events_received[HODEI_EV_COUNT];
+    uint64_t events_dropped[HODEI_EV_COUNT];
+    /* failed commits: what the store kept plus this process's, shown at once (a commit that
+     * fails cannot wait for itself) */
+    uint64_t store_errors[HODEI_STORE_ERROR_COUNT];
     /* gauges */
     uint64_t jobs_queued, jobs_assigned, jobs_running;
     uint64_t workers_total, workers_healthy;
+};
+
+/* Values counted outside the change set, as a batch samples them. */
+struct sched_sampled {
+    uint64_t auth_failures[HODEI_AUTH_COUNT];
+    uint64_t events_published[HODEI_EV_COUNT];
+    uint64_t events_received[HODEI_EV_COUNT];
+    uint64_t events_dropped[HODEI_EV_COUNT];
+};
+
+/* One state change of a job, as the store keeps it. */
+struct sched_transition {
+    uint64_t job_id;
+    double   at;                 /* unix seconds */
+    int8_t   from;               /* enum job_state, -1: none (the submission) */
+    uint8_t  to;
+    char     worker_id[HODEI_ID_MAX + 1];
+};
+
+/* One histogram observation waiting for its commit. */
+struct sched_observation {
+    uint8_t  histogram;          /* enum sched_histogram_id */
+    uint8_t  carried;            /* not the change set's own: survives a rollback */
+    double   value;
+};
+
+/* Everything changed since the last sched_commit or sched_rollback (engine thread only). */
+struct sched_changes {
+    struct cds_list_head jobs;       /* touched jobs (job.touch_link), in touch order */
+    struct cds_list_head tenants;    /* tenants with pending counts */
+    struct cds_list_head workers;    /* workers registered, removed, or whose health changed */
+    struct sched_transition *transitions;
+    size_t   ntransitions, transitions_cap;
+    struct sched_observation *obs;
+    size_t   nobs, obs_cap;
+    uint64_t decisions[HODEI_DECISION_COUNT];
+    uint64_t workers_registered;
+    uint64_t label_overflow[HODEI_F_COUNT];
+    uint32_t npruned;            /* the oldest finished jobs, deleted by the change set */
 };
 
 struct sched {
@@ -226,10 +334,18 @@ struct sched {
     struct cds_lfht *jobs, *workers, *tenant_table;
     struct cds_lfht *sessions;   /* workers by session id */
     struct cds_lfht *quotas;     /* tenant_quota by tenant id: engine thread only */
-    struct tenant **tenants;     /* [0..ntenants), the overflow tenant last when present */
-    uint32_t ntenants;           /* published with release semantics */
+    struct cds_lfht *absents;    /* absent workers' jobs by worker id: engine thread only */
+    struct tenant **tenants;     /* [0..ntenants): engine; [0..ntenants_committed): readers */
+    uint32_t ntenants, tenants_cap;
+    uint32_t ntenants_committed; /* published with release semantics */
     struct tenant *overflow;
     uint64_t next_job_id, next_worker_seq, next_worker_name;
+    uint64_t committed_next_job_id;     /* jobs below it are committed (release/acquire) */
+    uint64_t committed_worker_seq;      /* workers up to it are committed (release/acquire) */
+    double   orphan_deadline;    /* monotonic s: absent workers' jobs are lost then */
+    struct sched_changes cs;
+    struct { uint64_t queued, assigned, running, workers_total, workers_healthy; } g;
+    uint64_t auth_counted[HODEI_AUTH_COUNT];   /* API threads' atomic adds */
     struct cds_list_head all_jobs;  /* by id */
     struct cds_list_head finished;  /* terminal jobs, oldest first */
     uint32_t nfinished;
@@ -243,9 +359,10 @@ struct sched {
     uint64_t capacity_epoch;     /* bumped whenever capacity might have grown */
     uint64_t blocked_job;        /* head job that got no_capacity at blocked_epoch, 0: none */
     uint64_t blocked_epoch;
-    uint64_t changes;            /* bumped by every mutation: "is a publish due?" */
+    uint64_t changes;            /* bumped by every commit: "is a publish due?" */
     double   wall_offset;        /* unix seconds = monotonic + wall_offset */
     double   start_time;         /* unix seconds: _created of unlabelled counters */
+    int      start_time_kept;    /* the store has it (loaded, or committed once) */
     sched_event_fn emit;
     void    *emit_ctx;
     struct sched_metrics m;
@@ -284,14 +401,62 @@ struct worker *sched_session(struct sched *s, const char *session_id);
 
 /* Places what can be placed now; returns the number of decisions made. */
 unsigned sched_round(struct sched *s, double now);
+/* Deletes the oldest finished jobs past job_retention (in the change set). */
+void sched_prune(struct sched *s);
 /* Health, leases and job timeouts: marks unhealthy, removes dead workers, requeues jobs whose
  * lease ended, fails timed-out jobs. */
 void sched_tick(struct sched *s, double now);
 /* Seconds from now until sched_tick has something to do (capped at max_wait). */
 double sched_next_deadline(const struct sched *s, double now, double max_wait);
 
-/* Consistent copy of a job's status, from any thread holding rcu_read_lock(). */
+/* Consistent copy of a job's committed status, from any thread holding rcu_read_lock(). */
 void job_status_read(const struct job *j, struct job_status *out);
+/* 1 when j's submission has committed: other threads see no other job. */
+static inline int sched_job_committed(const struct sched *s, const struct job *j)
+{
+    return j->id < __atomic_load_n(&s->committed_next_job_id, __ATOMIC_ACQUIRE);
+}
+
+/* ---- the change set (engine thread) ---------------------------------------------------- */
+
+/* 1 when the change set holds something the store must keep. */
+int  sched_dirty(const struct sched *s);
+/* The store committed the change set: readers see it now; the change set is empty again. */
+void sched_commit(struct sched *s);
+/* The store refused it: every job, tenant and worker it touched is as it was committed, and
+ * the change set is empty again.  Observations marked carried stay for the next one. */
+void sched_rollback(struct sched *s);
+/* An observation of h that is not a change of its own (a commit's duration): committed with
+ * the next change set that commits, kept across rollbacks. */
+void sched_observe_carried(struct sched *s, enum sched_histogram_id h, double value);
+/* Copies a histogram as committed plus the change set's observations of it (the value the
+ * store gets); 1 when the change set observed it. */
+int  sched_histogram_pending(const struct sched *s, enum sched_histogram_id h,
+                             struct sched_histogram *out);
+/* Sets the committed values counted outside the change set (as the batch that committed
+ * sampled them). */
+void sched_set_sampled(struct sched *s, const struct sched_sampled *v);
+/* Makes the gauges of the working state the ones readers see. */
+void sched_publish_gauges(struct sched *s);
+
+/* ---- restart (before any reader or change) --------------------------------------------- */
+
+void sched_load_next_job_id(struct sched *s, uint64_t next);
+void sched_load_start_time(struct sched *s, double unix_seconds);
+/* A tenant with its _created time; counters follow with sched_load_tenant_count. */
+struct tenant *sched_load_tenant(struct sched *s, const char *id, double created);
+void sched_load_tenant_count(struct tenant *t, enum tenant_counter c, uint64_t value);
+/* A histogram's committed sum and per-bucket counts (nbuckets + 1).  The other counters of
+ * sched_metrics are plain fields: the loader sets them directly. */
+void sched_load_histogram(struct sched *s, enum sched_histogram_id h, double sum,
+                          const uint64_t *counts);
+/* A job as the store kept it.  st is its status; output its kept tail (may be NULL). */
+struct job *sched_load_job(struct sched *s, const struct job_spec *spec, uint64_t id,
+                           double submitted_at, const struct job_status *st,
+                           const unsigned char *output, size_t output_len, double now);
+/* After the last job: assigned jobs go back to the queue (in the change set), running ones
+ * wait for their worker until now + worker_timeout. */
+void sched_load_done(struct sched *s, double now);
 
 /* Relaxed atomic accessors for counters shared with the metrics thread. */
 static inline uint64_t counter_load(const uint64_t *p)
@@ -309,9 +474,10 @@ void sched_count_auth_failure(struct sched *s, enum hodei_auth_failure why);
 /* Copies a histogram (bucket counts, then sum) from another thread. */
 void sched_histogram_read(const struct sched_histogram *h, struct sched_histogram *out);
 
+/* The tenants readers may see: tenants[0 .. this). */
 static inline uint32_t sched_tenant_count(const struct sched *s)
 {
-    return __atomic_load_n(&s->ntenants, __ATOMIC_ACQUIRE);
+    return __atomic_load_n(&s->ntenants_committed, __ATOMIC_ACQUIRE);
 }
 
 #endif

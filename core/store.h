@@ -50,10 +50,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STORE_SCHEMA_VERSION 1          /* PRAGMA user_version of the SQLite file */
+#define STORE_SCHEMA_VERSION 2          /* PRAGMA user_version of the SQLite file */
 #define STORE_TEXT_MAX       65536      /* longest string field, bytes */
 #define STORE_KEY_MAX        1024       /* longest counter or meta key, bytes */
 #define STORE_OUTPUT_MAX     65536      /* largest job output blob, bytes */
+#define STORE_BLOB_MAX       65536      /* largest blob value, bytes */
 
 /* A job: every field the API shows.  Strings are NUL-terminated.  On a put they are copied;
  * in a load callback they point into the store and live until the callback returns. */
@@ -76,6 +77,9 @@ struct store_job {
     double      assigned_at, started_at, finished_at;   /* unix seconds, 0: not yet */
     const void *output;                 /* optional, output_len <= STORE_OUTPUT_MAX */
     size_t      output_len;
+    int64_t     output_bytes;           /* how much the last reported attempt wrote, -1: none */
+    bool        keep_output;            /* put: leave the stored output as it is (output is
+                                           ignored); load: always false */
 };
 
 /* One state change of a job, appended; deleted with its job. */
@@ -139,7 +143,8 @@ struct store_batch;
  * keeps dir/hodei.db with its -wal/-shm files and holds dir/hodei.lock for its lifetime, so
  * a second daemon on the same directory is refused.  A database written by a newer schema,
  * a file that is not a Hodei database, or a damaged one (PRAGMA quick_check) is refused:
- * NULL, with the path and the reason in err.  opts may be NULL. */
+ * NULL, with the path and the reason in err.  An older schema is brought up to this one.
+ * opts may be NULL. */
 struct store *store_open(const char *dir, const struct store_options *opts,
                          char *err, size_t errlen);
 
@@ -147,14 +152,15 @@ struct store *store_open(const char *dir, const struct store_options *opts,
  * No store_submit may run concurrently or later, except from completions. */
 void store_close(struct store *st);
 
-/* What a restart needs, through callbacks, in this order: every meta key, every counter,
- * unfinished jobs by id (so queued order is kept), then finished jobs by finished_at, id
+/* What a restart needs, through callbacks, in this order: every meta key, every counter, every
+ * blob, unfinished jobs by id (so queued order is kept), then finished jobs by finished_at, id
  * (oldest first, the order they are pruned in).  A callback may be NULL; one that returns
  * non-zero stops the load, which returns that value.  Returns 0, a callback's value, or -1
  * with the reason in err (a damaged row or page). */
 struct store_load_cb {
     int  (*meta)(void *ctx, const char *key, int64_t value);
     int  (*counter)(void *ctx, const char *key, uint64_t value);
+    int  (*blob)(void *ctx, const char *key, const void *data, size_t len);
     int  (*job)(void *ctx, const struct store_job *job);
     void  *ctx;
 };
@@ -170,6 +176,7 @@ int  store_batch_delete_job(struct store_batch *b, uint64_t id);    /* and its t
 int  store_batch_add_transition(struct store_batch *b, const struct store_transition *t);
 int  store_batch_set_counter(struct store_batch *b, const char *key, uint64_t value);
 int  store_batch_set_meta(struct store_batch *b, const char *key, int64_t value);
+int  store_batch_set_blob(struct store_batch *b, const char *key, const void *data, size_t len);
 unsigned store_batch_ops(const struct store_batch *b);
 
 /* Hands b to the committer: 0, and done(ctx, ...) (unless NULL) will run exactly once on the

@@ -34,47 +34,63 @@
 #define CHUNK_MIN         1024
 #define BUSY_TIMEOUT_MS   5000
 
-/* The schema of version 1.  Jobs are keyed by their id (the rowid), so unfinished jobs load
- * in id order by a plain table scan; finished ones load and prune by finished_at through the
- * partial index.  Unsigned values are stored as SQLite's signed 64-bit integers. */
-static const char schema_v1[] =
-    "BEGIN IMMEDIATE;"
-    "CREATE TABLE jobs ("
-    " id INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL, name TEXT NOT NULL,"
-    " command TEXT NOT NULL, cpu_m INTEGER NOT NULL, memory_mb INTEGER NOT NULL,"
-    " priority INTEGER NOT NULL, timeout_s INTEGER NOT NULL, max_retries INTEGER NOT NULL,"
-    " submitted_at REAL NOT NULL, state TEXT NOT NULL, finished INTEGER NOT NULL,"
-    " error_type TEXT, exit_code INTEGER, attempts INTEGER NOT NULL, worker_id TEXT,"
-    " assigned_at REAL NOT NULL, started_at REAL NOT NULL, finished_at REAL NOT NULL,"
-    " output BLOB);"
-    "CREATE INDEX jobs_finished ON jobs (finished_at, id) WHERE finished;"
-    "CREATE TABLE transitions ("
-    " seq INTEGER PRIMARY KEY, job_id INTEGER NOT NULL, at REAL NOT NULL,"
-    " from_state TEXT, to_state TEXT NOT NULL, worker_id TEXT);"
-    "CREATE INDEX transitions_job ON transitions (job_id);"
-    "CREATE TABLE counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
-    "PRAGMA user_version = 1;"
-    "COMMIT;";
-_Static_assert(STORE_SCHEMA_VERSION == 1, "schema_v1 must be the current schema");
+/* The schema, as the steps that build it: step v turns version v - 1 into version v, so a new
+ * file runs every step and an older file the ones it lacks, each in one transaction with the
+ * user_version it reaches.  Jobs are keyed by their id (the rowid), so unfinished jobs load in
+ * id order by a plain table scan; finished ones load and prune by finished_at through the
+ * partial index.  Unsigned values are stored as SQLite's signed 64-bit integers.
+ *   1: jobs, transitions, counters, meta.
+ *   2: jobs.output_bytes (what the last reported attempt wrote, -1: none reported), and blobs
+ *      (key -> bytes: what neither a counter nor a meta value holds, such as a histogram). */
+static const char *const schema_steps[STORE_SCHEMA_VERSION + 1] = {
+    [1] = "CREATE TABLE jobs ("
+          " id INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL, name TEXT NOT NULL,"
+          " command TEXT NOT NULL, cpu_m INTEGER NOT NULL, memory_mb INTEGER NOT NULL,"
+          " priority INTEGER NOT NULL, timeout_s INTEGER NOT NULL, max_retries INTEGER NOT NULL,"
+          " submitted_at REAL NOT NULL, state TEXT NOT NULL, finished INTEGER NOT NULL,"
+          " error_type TEXT, exit_code INTEGER, attempts INTEGER NOT NULL, worker_id TEXT,"
+          " assigned_at REAL NOT NULL, started_at REAL NOT NULL, finished_at REAL NOT NULL,"
+          " output BLOB);"
+          "CREATE INDEX jobs_finished ON jobs (finished_at, id) WHERE finished;"
+          "CREATE TABLE transitions ("
+          " seq INTEGER PRIMARY KEY, job_id INTEGER NOT NULL, at REAL NOT NULL,"
+          " from_state TEXT, to_state TEXT NOT NULL, worker_id TEXT);"
+          "CREATE INDEX transitions_job ON transitions (job_id);"
+          "CREATE TABLE counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
+          "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;",
+    [2] = "ALTER TABLE jobs ADD COLUMN output_bytes INTEGER NOT NULL DEFAULT -1;"
+          "CREATE TABLE blobs (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;",
+};
 
 #define JOB_COLUMNS \
     "id, tenant_id, name, command, cpu_m, memory_mb, priority, timeout_s, max_retries," \
     " submitted_at, state, finished, error_type, exit_code, attempts, worker_id," \
-    " assigned_at, started_at, finished_at, output"
+    " assigned_at, started_at, finished_at, output, output_bytes"
 
 enum stmt_id {
     S_BEGIN, S_COMMIT, S_ROLLBACK, S_PUT_JOB, S_DELETE_JOB, S_DELETE_TRANSITIONS,
-    S_ADD_TRANSITION, S_SET_COUNTER, S_SET_META, S_COUNT
+    S_ADD_TRANSITION, S_SET_COUNTER, S_SET_META, S_SET_BLOB, S_COUNT
 };
 
 static const char *const stmt_sql[S_COUNT] = {
     [S_BEGIN]    = "BEGIN IMMEDIATE",
     [S_COMMIT]   = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
-    [S_PUT_JOB]  = "INSERT OR REPLACE INTO jobs (" JOB_COLUMNS ") VALUES"
+    /* ?22: keep the stored output (a put that does not carry one) */
+    [S_PUT_JOB]  = "INSERT INTO jobs (" JOB_COLUMNS ") VALUES"
                    " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,"
-                   " ?17, ?18, ?19, ?20)",
+                   " ?17, ?18, ?19, ?20, ?21) ON CONFLICT (id) DO UPDATE SET"
+                   " tenant_id = excluded.tenant_id, name = excluded.name,"
+                   " command = excluded.command, cpu_m = excluded.cpu_m,"
+                   " memory_mb = excluded.memory_mb, priority = excluded.priority,"
+                   " timeout_s = excluded.timeout_s, max_retries = excluded.max_retries,"
+                   " submitted_at = excluded.submitted_at, state = excluded.state,"
+                   " finished = excluded.finished, error_type = excluded.error_type,"
+                   " exit_code = excluded.exit_code, attempts = excluded.attempts,"
+                   " worker_id = excluded.worker_id, assigned_at = excluded.assigned_at,"
+                   " started_at = excluded.started_at, finished_at = excluded.finished_at,"
+                   " output = CASE WHEN ?22 THEN jobs.output ELSE excluded.output END,"
+                   " output_bytes = excluded.output_bytes",
     [S_DELETE_JOB]         = "DELETE FROM jobs WHERE id = ?1",
     [S_DELETE_TRANSITIONS] = "DELETE FROM transitions WHERE job_id = ?1",
     [S_ADD_TRANSITION] = "INSERT INTO transitions (job_id, at, from_state, to_state, worker_id)"
@@ -83,11 +99,13 @@ static const char *const stmt_sql[S_COUNT] = {
                       " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     [S_SET_META]    = "INSERT INTO meta (key, value) VALUES (?1, ?2)"
                       " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    [S_SET_BLOB]    = "INSERT INTO blobs (key, value) VALUES (?1, ?2)"
+                      " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
 };
 
 /* ---- batches ------------------------------------------------------------------------- */
 
-enum op_kind { OP_PUT_JOB, OP_DELETE_JOB, OP_TRANSITION, OP_COUNTER, OP_META };
+enum op_kind { OP_PUT_JOB, OP_DELETE_JOB, OP_TRANSITION, OP_COUNTER, OP_META, OP_BLOB };
 
 struct op {
     struct op *next;
@@ -97,6 +115,7 @@ struct op {
         uint64_t job_id;
         struct store_transition tr;
         struct { const char *key; int64_t value; } kv;   /* counters: the bits of a uint64 */
+        struct { const char *key; const void *data; size_t len; } blob;
     } u;
 };
 
@@ -294,6 +313,23 @@ int store_batch_set_meta(struct store_batch *b, const char *key, int64_t value)
     return add_kv(b, OP_META, key, value);
 }
 
+int store_batch_set_blob(struct store_batch *b, const char *key, const void *data, size_t len)
+{
+    if (len > STORE_BLOB_MAX || (data == NULL && len != 0)) {
+        errno = len > STORE_BLOB_MAX ? EMSGSIZE : EINVAL;
+        return -1;
+    }
+    struct op *op = op_new(b, OP_BLOB);
+    void *copy = op != NULL ? arena_alloc(b, len ? len : 1) : NULL;
+    if (copy == NULL || arena_str(b, &op->u.blob.key, key, STORE_KEY_MAX, 0) < 0)
+        return -1;
+    memcpy(copy, data, len);
+    op->u.blob.data = copy;
+    op->u.blob.len = len;
+    op_append(b, op);
+    return 0;
+}
+
 /* ---- the store ----------------------------------------------------------------------- */
 
 struct store {
@@ -395,6 +431,8 @@ static int bind_job(sqlite3_stmt *s, const struct store_job *j)
         rc = j->output_len > 0
                  ? sqlite3_bind_blob(s, 20, j->output, (int) j->output_len, SQLITE_STATIC)
                  : sqlite3_bind_null(s, 20);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(s, 21, j->output_bytes);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int(s, 22, j->keep_output);
     return rc;
 }
 
@@ -428,6 +466,12 @@ static int apply(struct store *st, const struct op *op)
         s = st->stmt[op->kind == OP_COUNTER ? S_SET_COUNTER : S_SET_META];
         rc = bind_text(s, 1, op->u.kv.key);
         if (rc == SQLITE_OK) rc = sqlite3_bind_int64(s, 2, op->u.kv.value);
+        break;
+    case OP_BLOB:
+        s = st->stmt[S_SET_BLOB];
+        rc = bind_text(s, 1, op->u.blob.key);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_blob(s, 2, op->u.blob.data, (int) op->u.blob.len, SQLITE_STATIC);
         break;
     default:
         abort();
@@ -621,6 +665,30 @@ static int check_database(struct store *st, char *err, size_t errlen)
     return -1;
 }
 
+/* Runs the schema steps after version, each in a transaction of its own that ends with the
+ * version it reached, so an interrupted upgrade resumes where it stopped. */
+static int upgrade(struct store *st, int version, char *err, size_t errlen)
+{
+    for (int v = version + 1; v <= STORE_SCHEMA_VERSION; v++) {
+        char *sql = sqlite3_mprintf("BEGIN IMMEDIATE; %s PRAGMA user_version = %d; COMMIT;",
+                                    schema_steps[v], v);
+        char *msg = NULL;
+        int rc = sql != NULL ? sqlite3_exec(st->db, sql, NULL, NULL, &msg) : SQLITE_NOMEM;
+        sqlite3_free(sql);
+        if (rc != SQLITE_OK) {
+            set_err(err, errlen, "%s: cannot bring the schema to version %d: %s", st->path, v,
+                    msg != NULL ? msg : sqlite3_errstr(rc));
+            sqlite3_free(msg);
+            if (!sqlite3_get_autocommit(st->db))
+                sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+            return -1;
+        }
+        if (version > 0)
+            log_info("store %s: schema version %d -> %d", st->path, v - 1, v);
+    }
+    return 0;
+}
+
 static int open_database(struct store *st, char *err, size_t errlen)
 {
     /* Created here so that it is not world-readable (commands may carry secrets); SQLite
@@ -672,13 +740,14 @@ static int open_database(struct store *st, char *err, size_t errlen)
                 sqlite3_errmsg(st->db));
         return -1;
     }
-    if (sqlite3_exec(st->db, "PRAGMA synchronous = FULL", NULL, NULL, &msg) != SQLITE_OK ||
-        (version == 0 && sqlite3_exec(st->db, schema_v1, NULL, NULL, &msg) != SQLITE_OK)) {
+    if (sqlite3_exec(st->db, "PRAGMA synchronous = FULL", NULL, NULL, &msg) != SQLITE_OK) {
         set_err(err, errlen, "%s: %s", st->path, msg != NULL ? msg : "out of memory");
         sqlite3_free(msg);
         return -1;
     }
     if (version > 0 && check_database(st, err, errlen) < 0)
+        return -1;
+    if (version < STORE_SCHEMA_VERSION && upgrade(st, (int) version, err, errlen) < 0)
         return -1;
     for (int i = 0; i < S_COUNT; i++)
         if (sqlite3_prepare_v3(st->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[i],
@@ -757,7 +826,7 @@ void store_close(struct store *st)
 /* One row of a job SELECT (JOB_COLUMNS) into j; -1 if a field is out of its range. */
 static int read_job(sqlite3_stmt *s, struct store_job *j)
 {
-    int64_t v[20];
+    int64_t v[21];
     static const int ints[] = { 0, 4, 5, 6, 7, 8, 11, 14 };
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
         v[ints[i]] = sqlite3_column_int64(s, ints[i]);
@@ -786,6 +855,7 @@ static int read_job(sqlite3_stmt *s, struct store_job *j)
         .output = sqlite3_column_blob(s, 19),
     };
     j->output_len = (size_t) sqlite3_column_bytes(s, 19);
+    j->output_bytes = sqlite3_column_int64(s, 20);
     if (j->tenant_id == NULL || j->name == NULL || j->command == NULL || j->state == NULL ||
         j->output_len > STORE_OUTPUT_MAX)
         return -1;
@@ -794,11 +864,12 @@ static int read_job(sqlite3_stmt *s, struct store_job *j)
     return 0;
 }
 
-enum load_what { L_META, L_COUNTERS, L_UNFINISHED, L_FINISHED, L_COUNT };
+enum load_what { L_META, L_COUNTERS, L_BLOBS, L_UNFINISHED, L_FINISHED, L_COUNT };
 
 static const char *const load_sql[L_COUNT] = {
     [L_META]       = "SELECT key, value FROM meta",
     [L_COUNTERS]   = "SELECT key, value FROM counters",
+    [L_BLOBS]      = "SELECT key, value FROM blobs",
     [L_UNFINISHED] = "SELECT " JOB_COLUMNS " FROM jobs WHERE NOT finished ORDER BY id",
     [L_FINISHED]   = "SELECT " JOB_COLUMNS " FROM jobs WHERE finished ORDER BY finished_at, id",
 };
@@ -821,17 +892,20 @@ int store_load(struct store *st, const struct store_load_cb *cb, char *err, size
         }
         int rc = SQLITE_DONE;
         while (ret == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-            if (w == L_META || w == L_COUNTERS) {
+            if (w == L_META || w == L_COUNTERS || w == L_BLOBS) {
+                static const char *const what[] = { "meta", "counter", "blob" };
                 const char *key = (const char *) sqlite3_column_text(s, 0);
                 int64_t value = sqlite3_column_int64(s, 1);
                 if (key == NULL) {
-                    set_err(err, errlen, "%s: damaged row: a %s key is NULL", st->path,
-                            w == L_META ? "meta" : "counter");
+                    set_err(err, errlen, "%s: damaged row: a %s key is NULL", st->path, what[w]);
                     ret = -1;
                 } else if (w == L_META && cb->meta != NULL) {
                     ret = cb->meta(cb->ctx, key, value);
                 } else if (w == L_COUNTERS && cb->counter != NULL) {
                     ret = cb->counter(cb->ctx, key, (uint64_t) value);
+                } else if (w == L_BLOBS && cb->blob != NULL) {
+                    ret = cb->blob(cb->ctx, key, sqlite3_column_blob(s, 1),
+                                   (size_t) sqlite3_column_bytes(s, 1));
                 }
                 continue;
             }

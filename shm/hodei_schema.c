@@ -11,6 +11,10 @@ static const double http_duration_buckets[] = {
     .001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5 };
 static const double job_duration_buckets[] = {
     .1, .5, 1, 2.5, 5, 10, 30, 60, 300, 600, 1800, 3600 };
+/* A commit is one fsync of the WAL at least: 0.1 ms on a fast SSD, 10 ms and more on a busy
+ * disk or network storage (etcd's WAL fsync histogram spans the same range). */
+static const double store_commit_buckets[] = {
+    .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10 };
 
 #define NAME(s)   .name = s, .name_len = sizeof(s) - 1
 #define BUCKETS(a) .nbuckets = sizeof(a) / sizeof(a[0]), .buckets = a
@@ -102,6 +106,12 @@ const struct hodei_family hodei_families[HODEI_F_COUNT] = {
     [HODEI_F_API_AUTH_FAILURES_TOTAL] = { NAME("hodei_api_auth_failures_total"),
         .help = "Total number of API requests refused for their credentials (401) or scope (403)",
         .type = HODEI_COUNTER, .source = HODEI_SRC_DAEMON, L1(AUTH_REASON) },
+    [HODEI_F_STORE_COMMIT_DURATION_SECONDS] = { NAME("hodei_store_commit_duration_seconds"),
+        .help = "Time to commit a group of changes to the state store, fsync included",
+        .type = HODEI_HISTOGRAM, .source = HODEI_SRC_DAEMON, BUCKETS(store_commit_buckets) },
+    [HODEI_F_STORE_ERRORS_TOTAL] = { NAME("hodei_store_errors_total"),
+        .help = "Total number of commits to the state store that failed; their requests got 503",
+        .type = HODEI_COUNTER, .source = HODEI_SRC_DAEMON, L1(STORE_ERROR) },
 };
 
 const char *const hodei_decision_names[HODEI_DECISION_COUNT] = {
@@ -117,6 +127,8 @@ const char *const hodei_event_type_names[HODEI_EV_COUNT] = {
 
 const char *const hodei_auth_failure_names[HODEI_AUTH_COUNT] = {
     "missing", "malformed", "unknown", "bad_secret", "forbidden" };
+
+const char *const hodei_store_error_names[HODEI_STORE_ERROR_COUNT] = { "disk_full", "io_error" };
 
 /* The default caps (DESIGN §5): 1,000 tenants plus their __overflow__ series; 10,000 workers,
  * whose registrations past the cap are refused rather than folded. */
@@ -136,6 +148,8 @@ const struct hodei_label_def hodei_labels[HODEI_LABEL_KIND_COUNT] = {
     [HODEI_LABEL_FAMILY] = { "family", "family", HODEI_ORIGIN_SCHEMA, NULL, HODEI_F_COUNT },
     [HODEI_LABEL_AUTH_REASON] = { "reason", "auth_reason", HODEI_ORIGIN_SET,
                                   hodei_auth_failure_names, HODEI_AUTH_COUNT },
+    [HODEI_LABEL_STORE_ERROR] = { "reason", "store_error", HODEI_ORIGIN_SET,
+                                  hodei_store_error_names, HODEI_STORE_ERROR_COUNT },
 };
 
 uint32_t hodei_family_series_cap(int id, const uint32_t per_kind[HODEI_LABEL_KIND_COUNT])

@@ -58,6 +58,8 @@ enum hodei_family_id {
     HODEI_F_EVENTS_DROPPED_TOTAL,
     HODEI_F_METRICS_LABEL_OVERFLOW_TOTAL,
     HODEI_F_API_AUTH_FAILURES_TOTAL,
+    HODEI_F_STORE_COMMIT_DURATION_SECONDS,
+    HODEI_F_STORE_ERRORS_TOTAL,
     HODEI_F_COUNT
 };
 
@@ -77,6 +79,7 @@ enum hodei_label_kind {
     HODEI_LABEL_VERSION,         /* version */
     HODEI_LABEL_FAMILY,          /* family */
     HODEI_LABEL_AUTH_REASON,     /* reason (of an API refusal) */
+    HODEI_LABEL_STORE_ERROR,     /* reason (of a failed commit of the state store) */
     HODEI_LABEL_KIND_COUNT
 };
 
@@ -137,6 +140,10 @@ extern const char *const hodei_event_type_names[HODEI_EV_COUNT];
 enum hodei_auth_failure { HODEI_AUTH_MISSING, HODEI_AUTH_MALFORMED, HODEI_AUTH_UNKNOWN,
                           HODEI_AUTH_BAD_SECRET, HODEI_AUTH_FORBIDDEN, HODEI_AUTH_COUNT };
 extern const char *const hodei_auth_failure_names[HODEI_AUTH_COUNT];
+
+/* Why a commit of the state store failed. */
+enum hodei_store_error { HODEI_STORE_DISK_FULL, HODEI_STORE_IO_ERROR, HODEI_STORE_ERROR_COUNT };
+extern const char *const hodei_store_error_names[HODEI_STORE_ERROR_COUNT];
 
 /* Index of name in names[0..n), or -1. */
 int hodei_name_index(const char *const *names, int n, const char *name);

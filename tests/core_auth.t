@@ -3,7 +3,8 @@
 #   - the matrix: every route × {no token, bad token, revoked token, tenant A, tenant B,
 #     worker session of W1, of W2, worker registration token, admin}, each cell's status;
 #     after every refusal the state (jobs, workers, the whole exposition) is unchanged but for
-#     hodei_api_auth_failures_total, which grew by one with the cell's reason;
+#     hodei_api_auth_failures_total, which grew by one with the cell's reason (and the timing
+#     of the commit that stored it);
 #   - tenant A never sees a byte of tenant B's jobs, commands or events (get, list, cancel,
 #     output, the event stream), and B's events never fill A's stream;
 #   - a token revoked in the file and SIGHUP'd stops working within one second, without a
@@ -138,6 +139,8 @@ sub state_of {
     my %auth = map { $_ => sample($m, qq(hodei_api_auth_failures_total{reason="$_"})) }
                qw(missing malformed unknown bad_secret forbidden);
     $m =~ s/^hodei_api_auth_failures_total\{.*\n//mg;
+    # a refusal is counted, and the count committed to the state store: a commit, timed
+    $m =~ s/^hodei_store_commit_duration_seconds_.*\n//mg;
     return { jobs => to_json($jobs), workers => to_json($workers), metrics => $m, auth => \%auth };
 }
 

@@ -10,6 +10,8 @@
 #include <cmocka.h>
 
 #include "capindex.h"
+#include "hodei_snapshot.h"
+#include "metrics.h"
 #include "scheduler.h"
 
 /* ---- fixture -------------------------------------------------------------------------- */
@@ -84,6 +86,20 @@ static const char *worker_of(const struct job *j)
     return j->st.worker_id;
 }
 
+/* What readers see: the change set committed first, as the engine does after each batch. */
+static const struct sched_metrics *committed(struct sched *s)
+{
+    sched_commit(s);
+    return &s->m;
+}
+
+/* Tenant i's counter c, committed. */
+static uint64_t tcount(struct sched *s, uint32_t i, enum tenant_counter c)
+{
+    sched_commit(s);
+    return s->tenants[i]->count[c];
+}
+
 /* ---- capacity index --------------------------------------------------------------------- */
 
 struct item {
@@ -150,13 +166,13 @@ static void test_fit_and_best_fit(void **state)
     assert_string_equal(worker_of(a), "small");
     assert_string_equal(worker_of(b), "medium");
     assert_string_equal(worker_of(c), "big");
-    assert_int_equal(s->m.decisions[HODEI_DECISION_ASSIGNED], 3);
+    assert_int_equal(committed(s)->decisions[HODEI_DECISION_ASSIGNED], 3);
     struct worker *small = sched_worker(s, "small");
     assert_int_equal(small->free_cpu_m, 1000);
     assert_int_equal(small->free_memory_mb, 1024);
-    assert_int_equal(s->m.jobs_assigned, 3);
-    assert_int_equal(s->m.jobs_queued, 0);
-    assert_int_equal(s->m.queue_wait.counts[0], 3);
+    assert_int_equal(committed(s)->jobs_assigned, 3);
+    assert_int_equal(committed(s)->jobs_queued, 0);
+    assert_int_equal(committed(s)->h[SH_QUEUE_WAIT].counts[0], 3);
     assert_int_equal(f->ev.count[HODEI_EV_JOB_ASSIGNED], 3);
 }
 
@@ -203,7 +219,7 @@ static void test_fair_share_across_tenants(void **state)
     assert_int_equal(a[1]->st.state, JOB_ASSIGNED);
     assert_int_equal(b[1]->st.state, JOB_QUEUED);
     assert_int_equal(a[2]->st.state, JOB_QUEUED);
-    assert_int_equal(s->m.decisions[HODEI_DECISION_NO_CAPACITY], 1);
+    assert_int_equal(committed(s)->decisions[HODEI_DECISION_NO_CAPACITY], 1);
     /* c's job ends: b (1 active) goes before a (2 active) although a's head is older */
     assert_int_equal(sched_cancel(s, c[0]->id, 1001, NULL), SCHED_OK);
     sched_round(s, 1001);
@@ -226,12 +242,12 @@ static void test_never_fits_is_rejected(void **state)
     assert_int_equal(huge->st.error_type, HODEI_ERR_OTHER);
     assert_int_equal(split->st.state, JOB_FAILED);
     assert_int_equal(ok->st.state, JOB_ASSIGNED);
-    assert_int_equal(s->m.decisions[HODEI_DECISION_REJECTED], 2);
+    assert_int_equal(committed(s)->decisions[HODEI_DECISION_REJECTED], 2);
     assert_int_equal(f->ev.count[HODEI_EV_JOB_REJECTED], 2);
     /* still visible, counted as a failure of the tenant */
     assert_ptr_equal(sched_job(s, huge->id), huge);
-    assert_int_equal(s->tenants[0]->failed[HODEI_ERR_OTHER], 2);
-    assert_int_equal(s->m.jobs_queued, 0);
+    assert_int_equal(tcount(s, 0, TC_FAILED + HODEI_ERR_OTHER), 2);
+    assert_int_equal(committed(s)->jobs_queued, 0);
 }
 
 static void test_no_capacity_counted_once_per_capacity_change(void **state)
@@ -242,7 +258,7 @@ static void test_no_capacity_counted_once_per_capacity_change(void **state)
     struct job *a = submit(s, "t", 800, 100, 0, 1000);
     struct job *b = submit(s, "t", 800, 100, 0, 1000);
     assert_int_equal(sched_round(s, 1000), 2);     /* a assigned, b no_capacity */
-    assert_int_equal(s->m.decisions[HODEI_DECISION_NO_CAPACITY], 1);
+    assert_int_equal(committed(s)->decisions[HODEI_DECISION_NO_CAPACITY], 1);
     /* nothing changed: no new decision however often the scheduler looks */
     for (int i = 0; i < 5; i++)
         assert_int_equal(sched_round(s, 1000 + i), 0);
@@ -255,19 +271,19 @@ static void test_no_capacity_counted_once_per_capacity_change(void **state)
     struct job *urgent = submit(s, "t", 100, 100, 5, 1001);
     assert_int_equal(sched_round(s, 1001), 1);
     assert_int_equal(urgent->st.state, JOB_ASSIGNED);
-    assert_int_equal(s->m.decisions[HODEI_DECISION_NO_CAPACITY], 1);
+    assert_int_equal(committed(s)->decisions[HODEI_DECISION_NO_CAPACITY], 1);
     /* capacity frees: b and then c go */
     assert_int_equal(sched_start(s, a->id, "w", 1002, NULL), SCHED_OK);
     assert_int_equal(sched_succeed(s, a->id, "w", 0, NULL, 1003, NULL), SCHED_OK);
     assert_int_equal(sched_round(s, 1003), 2);
     assert_int_equal(b->st.state, JOB_ASSIGNED);
     assert_int_equal(c->st.state, JOB_ASSIGNED);
-    assert_int_equal(s->m.decisions[HODEI_DECISION_ASSIGNED], 4);
-    assert_int_equal(s->m.decisions[HODEI_DECISION_NO_CAPACITY], 1);
+    assert_int_equal(committed(s)->decisions[HODEI_DECISION_ASSIGNED], 4);
+    assert_int_equal(committed(s)->decisions[HODEI_DECISION_NO_CAPACITY], 1);
     /* every decision is timed */
     uint64_t timed = 0;
-    for (unsigned i = 0; i <= s->m.scheduling_latency.nbuckets; i++)
-        timed += s->m.scheduling_latency.counts[i];
+    for (unsigned i = 0; i <= committed(s)->h[SH_SCHEDULING_LATENCY].nbuckets; i++)
+        timed += committed(s)->h[SH_SCHEDULING_LATENCY].counts[i];
     assert_int_equal(timed, 5);
 }
 
@@ -312,14 +328,17 @@ static struct job *job_in_state(struct sched *s, enum job_state st, double now)
 
 static void test_every_transition(void **state)
 {
-    /* expected outcome of each action in each state: the state it leads to, or -1 (409) */
+    /* expected outcome of each action in each state: the state it leads to, -1 (409), or
+     * AGAIN: the report its worker already made, sent again (its answer was lost): accepted,
+     * and nothing changes */
+    enum { AGAIN = -2 };
     static const int expect[JOB_STATE_COUNT][A_COUNT] = {
         /*              cancel          start        succeed         fail */
         [JOB_QUEUED]    = { JOB_CANCELLED, -1,          -1,             -1 },
         [JOB_ASSIGNED]  = { JOB_CANCELLED, JOB_RUNNING, -1,             JOB_FAILED },
-        [JOB_RUNNING]   = { JOB_CANCELLED, -1,          JOB_SUCCEEDED,  JOB_FAILED },
-        [JOB_SUCCEEDED] = { -1,            -1,          -1,             -1 },
-        [JOB_FAILED]    = { -1,            -1,          -1,             -1 },
+        [JOB_RUNNING]   = { JOB_CANCELLED, AGAIN,       JOB_SUCCEEDED,  JOB_FAILED },
+        [JOB_SUCCEEDED] = { -1,            -1,          AGAIN,          -1 },
+        [JOB_FAILED]    = { -1,            -1,          -1,             AGAIN },
         [JOB_CANCELLED] = { -1,            -1,          -1,             -1 },
     };
     for (int st = 0; st < JOB_STATE_COUNT; st++)
@@ -330,13 +349,13 @@ static void test_every_transition(void **state)
             add_worker(&s, "w", 1000, 1000, 1000);
             add_worker(&s, "other", 10, 10, 1000);
             struct job *j = job_in_state(&s, (enum job_state) st, 1000);
+            sched_commit(&s);
             struct job_status before = j->st;
-            uint64_t changes = s.changes;
             enum sched_rc rc = act(&s, (enum action) a, j, "w", 1001);
             if (expect[st][a] < 0) {
-                assert_int_equal(rc, SCHED_CONFLICT);
+                assert_int_equal(rc, expect[st][a] == AGAIN ? SCHED_OK : SCHED_CONFLICT);
                 assert_memory_equal(&before, &j->st, sizeof before);
-                assert_int_equal(changes, s.changes);
+                assert_false(sched_dirty(&s));   /* nothing to commit: nothing changed */
             } else {
                 assert_int_equal(rc, SCHED_OK);
                 assert_int_equal(j->st.state, expect[st][a]);
@@ -361,7 +380,7 @@ static void test_unknown_ids(void **state)
     add_worker(s, "w", 100, 100, 1000);
     struct worker_spec dup = { .id = "w", .cpu_m = 1, .memory_mb = 1 };
     assert_int_equal(sched_register(s, &dup, 1000, NULL), SCHED_CONFLICT);
-    assert_int_equal(s->m.workers_registered, 1);
+    assert_int_equal(committed(s)->workers_registered, 1);
 }
 
 static void test_retries_and_failure_counts(void **state)
@@ -378,8 +397,8 @@ static void test_retries_and_failure_counts(void **state)
     assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_EXIT_CODE, 1, 2, NULL, 1001, NULL),
                      SCHED_OK);
     assert_int_equal(j->st.state, JOB_QUEUED);             /* attempt 1 of 2 */
-    assert_int_equal(s->m.decisions[HODEI_DECISION_REQUEUED], 1);
-    assert_int_equal(s->tenants[0]->failed[HODEI_ERR_EXIT_CODE], 0);
+    assert_int_equal(committed(s)->decisions[HODEI_DECISION_REQUEUED], 1);
+    assert_int_equal(tcount(s, 0, TC_FAILED + HODEI_ERR_EXIT_CODE), 0);
     sched_round(s, 1001);
     assert_int_equal(j->st.attempts, 2);
     sched_start(s, j->id, "w", 1001, NULL);
@@ -387,12 +406,12 @@ static void test_retries_and_failure_counts(void **state)
                      SCHED_OK);
     assert_int_equal(j->st.state, JOB_FAILED);
     assert_int_equal(j->st.exit_code, 2);
-    assert_int_equal(s->tenants[0]->failed[HODEI_ERR_EXIT_CODE], 1);
-    assert_int_equal(s->tenants[0]->scheduled, 2);
+    assert_int_equal(tcount(s, 0, TC_FAILED + HODEI_ERR_EXIT_CODE), 1);
+    assert_int_equal(tcount(s, 0, TC_SCHEDULED), 2);
     assert_int_equal(f->ev.count[HODEI_EV_JOB_REQUEUED], 1);
     assert_int_equal(f->ev.count[HODEI_EV_JOB_FAILED], 1);
     /* both runs were observed, and resources are back */
-    assert_int_equal(s->m.job_duration.counts[1] + s->m.job_duration.counts[2], 2);
+    assert_int_equal(committed(s)->h[SH_JOB_DURATION].counts[1] + committed(s)->h[SH_JOB_DURATION].counts[2], 2);
     assert_int_equal(sched_worker(s, "w")->free_cpu_m, 1000);
 }
 
@@ -416,28 +435,28 @@ static void test_worker_health_and_removal(void **state)
     /* w1 keeps beating, w2 goes silent: unhealthy at 10 s, removed at 30 s */
     sched_heartbeat(s, "w1", 5, 100, 1009, NULL);
     sched_tick(s, 1010);
-    assert_int_equal(s->m.workers_healthy, 1);
+    assert_int_equal(committed(s)->workers_healthy, 1);
     assert_int_equal(f->ev.count[HODEI_EV_WORKER_UNHEALTHY], 1);
     assert_int_equal(sched_worker(s, "w2")->healthy, 0);
     /* a heartbeat brings it back */
     sched_heartbeat(s, "w2", 1, 1, 1011, NULL);
-    assert_int_equal(s->m.workers_healthy, 2);
+    assert_int_equal(committed(s)->workers_healthy, 2);
     assert_int_equal(f->ev.count[HODEI_EV_WORKER_RECOVERED], 1);
     /* both silent until removal: a is requeued, b fails with worker_lost */
     sched_heartbeat(s, "w1", 5, 100, 1011, NULL);
     sched_tick(s, 1041);
     assert_null(sched_worker(s, "w1"));
     assert_null(sched_worker(s, "w2"));
-    assert_int_equal(s->m.workers_total, 0);
-    assert_int_equal(s->m.workers_healthy, 0);
+    assert_int_equal(committed(s)->workers_total, 0);
+    assert_int_equal(committed(s)->workers_healthy, 0);
     assert_int_equal(a->st.state, JOB_QUEUED);
     assert_int_equal(b->st.state, JOB_FAILED);
     assert_int_equal(b->st.error_type, HODEI_ERR_WORKER_LOST);
-    assert_int_equal(s->m.decisions[HODEI_DECISION_REQUEUED], 1);
-    assert_int_equal(s->tenants[0]->failed[HODEI_ERR_WORKER_LOST], 1);
+    assert_int_equal(committed(s)->decisions[HODEI_DECISION_REQUEUED], 1);
+    assert_int_equal(tcount(s, 0, TC_FAILED + HODEI_ERR_WORKER_LOST), 1);
     assert_int_equal(f->ev.count[HODEI_EV_WORKER_REMOVED], 2);
-    assert_int_equal(s->m.jobs_running, 0);
-    assert_int_equal(s->m.jobs_assigned, 0);
+    assert_int_equal(committed(s)->jobs_running, 0);
+    assert_int_equal(committed(s)->jobs_assigned, 0);
     /* the requeued job waits for a worker, then runs again */
     add_worker(s, "w3", 1000, 1000, 1042);
     sched_round(s, 1042);
@@ -463,9 +482,13 @@ static void test_job_timeout(void **state)
     sched_tick(s, 1006);
     assert_int_equal(j->st.state, JOB_FAILED);
     assert_int_equal(j->st.error_type, HODEI_ERR_TIMEOUT);
-    assert_int_equal(s->tenants[0]->failed[HODEI_ERR_TIMEOUT], 1);
-    /* the agent's own report comes too late */
+    assert_int_equal(tcount(s, 0, TC_FAILED + HODEI_ERR_TIMEOUT), 1);
+    /* the agent's own report of the same end comes later: acknowledged, counted once */
     assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_TIMEOUT, 0, 0, NULL, 1006, NULL),
+                     SCHED_OK);
+    assert_int_equal(tcount(s, 0, TC_FAILED + HODEI_ERR_TIMEOUT), 1);
+    /* another end is not what happened */
+    assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_EXIT_CODE, 1, 1, NULL, 1006, NULL),
                      SCHED_CONFLICT);
 }
 
@@ -485,15 +508,17 @@ static void test_tenant_overflow(void **state)
         assert_string_equal(j->tenant_id, id);    /* the job keeps its own tenant */
     }
     submit(s, "tenant-1", 1, 1, 0, 1000);           /* a known tenant keeps its series */
+    assert_int_equal(sched_tenant_count(s), 0);      /* readers see none before the commit */
+    sched_commit(s);
     assert_int_equal(sched_tenant_count(s), 4);      /* 3 named + __overflow__ */
     assert_string_equal(s->tenants[3]->id, HODEI_OVERFLOW_LABEL);
-    assert_int_equal(s->tenants[1]->submitted, 2);
-    assert_int_equal(s->tenants[3]->submitted, 7);
-    assert_int_equal(s->m.label_overflow[HODEI_F_JOBS_SUBMITTED_TOTAL], 7);
+    assert_int_equal(tcount(s, 1, TC_SUBMITTED), 2);
+    assert_int_equal(tcount(s, 3, TC_SUBMITTED), 7);
+    assert_int_equal(committed(s)->label_overflow[HODEI_F_JOBS_SUBMITTED_TOTAL], 7);
     add_worker(s, "w", 1000, 1000, 1000);
     sched_round(s, 1000);
-    assert_int_equal(s->m.label_overflow[HODEI_F_JOBS_SCHEDULED_TOTAL], 7);
-    assert_int_equal(s->tenants[3]->scheduled, 7);
+    assert_int_equal(committed(s)->label_overflow[HODEI_F_JOBS_SCHEDULED_TOTAL], 7);
+    assert_int_equal(tcount(s, 3, TC_SCHEDULED), 7);
     teardown(state);
 }
 
@@ -511,14 +536,15 @@ static void test_worker_cap_and_queue_limit(void **state)
     for (int i = 0; i < 5; i++)
         assert_int_equal(sched_register(s, &spec, 1000, NULL), SCHED_FULL);
     assert_null(sched_worker(s, "c"));
-    assert_int_equal(s->m.workers_total, 2);
-    assert_int_equal(s->m.workers_registered, 2);
-    assert_int_equal(s->m.label_overflow[HODEI_F_CPU_USAGE_PERCENT], 5);
-    assert_int_equal(s->m.label_overflow[HODEI_F_MEMORY_USAGE_MB], 5);
+    assert_int_equal(committed(s)->workers_total, 2);
+    assert_int_equal(committed(s)->workers_registered, 2);
+    assert_int_equal(committed(s)->label_overflow[HODEI_F_CPU_USAGE_PERCENT], 5);
+    assert_int_equal(committed(s)->label_overflow[HODEI_F_MEMORY_USAGE_MB], 5);
     for (int i = 0; i < 3; i++)
         submit(s, "t", 1, 1, 0, 1000);
     struct job_spec js = { .tenant_id = "t2", .cpu_m = 1, .memory_mb = 1, .command = "x" };
     assert_int_equal(sched_submit(s, &js, 1000, NULL), SCHED_FULL);
+    sched_commit(s);
     assert_int_equal(sched_tenant_count(s), 1);       /* the refused job made no tenant */
     assert_int_equal(s->next_job_id, 4);
     teardown(state);
@@ -538,10 +564,12 @@ static void test_retention_is_bounded(void **state)
             first = j->id;
         assert_int_equal(sched_cancel(s, j->id, 1000, NULL), SCHED_OK);
     }
+    sched_prune(s);
+    sched_commit(s);
     assert_int_equal(s->nfinished, 5);
     assert_null(sched_job(s, first));
     assert_non_null(sched_job(s, first + 19));
-    assert_int_equal(s->tenants[0]->failed[HODEI_ERR_CANCELLED], 20);
+    assert_int_equal(tcount(s, 0, TC_FAILED + HODEI_ERR_CANCELLED), 20);
     teardown(state);
 }
 
@@ -573,7 +601,7 @@ static void test_tenant_quota(void **state)
     uint64_t next = s->next_job_id;
     assert_int_equal(sched_submit(s, &spec, 1000, NULL), SCHED_TENANT_FULL);
     assert_int_equal(s->next_job_id, next);
-    assert_int_equal(s->tenants[0]->submitted, 2);
+    assert_int_equal(tcount(s, 0, TC_SUBMITTED), 2);
     /* b and c fold into __overflow__ for metrics, but each keeps its own limit */
     submit(s, "b", 1, 1, 0, 1000);
     submit(s, "b", 1, 1, 0, 1000);
@@ -615,12 +643,12 @@ static void test_assignment_lease(void **state)
     sched_tick(s, 1010);
     assert_int_equal(j->st.state, JOB_QUEUED);
     assert_int_equal(j->st.attempts, 0);
-    assert_int_equal(s->m.decisions[HODEI_DECISION_REQUEUED], 1);
+    assert_int_equal(committed(s)->decisions[HODEI_DECISION_REQUEUED], 1);
     assert_int_equal(f->ev.count[HODEI_EV_JOB_REQUEUED], 1);
     assert_int_equal(f->ev.count[HODEI_EV_WORKER_UNHEALTHY], 1);
     assert_false(fake->healthy);
     assert_int_equal(fake->free_cpu_m, 100);
-    assert_int_equal(s->m.jobs_assigned, 0);
+    assert_int_equal(committed(s)->jobs_assigned, 0);
     /* quarantined for the lease: a heartbeat inside it changes nothing */
     sched_heartbeat(s, "fake", 1, 1, 1019, NULL);
     sched_round(s, 1019);
@@ -644,7 +672,7 @@ static void test_assignment_lease(void **state)
     sched_tick(s, 1070);                                   /* past where its lease would end */
     assert_int_equal(j->st.state, JOB_RUNNING);
     assert_int_equal(j->st.attempts, 1);
-    assert_int_equal(s->m.decisions[HODEI_DECISION_REQUEUED], 2);
+    assert_int_equal(committed(s)->decisions[HODEI_DECISION_REQUEUED], 2);
     teardown(state);
 }
 
@@ -689,22 +717,374 @@ static void test_output_budget(void **state)
     }
     struct job_output sixty = { bytes, 60, 6000 }, too_big = { bytes, 120, 120 };
     assert_int_equal(sched_succeed(s, j[0]->id, "w", 0, &sixty, 1001, NULL), SCHED_OK);
+    assert_null(j[0]->output);                              /* kept once it commits */
+    sched_commit(s);
     assert_non_null(j[0]->output);
     assert_int_equal(j[0]->st.output_bytes, 6000);
     assert_int_equal(sched_fail(s, j[1]->id, "w", HODEI_ERR_EXIT_CODE, 1, 1, &sixty, 1001, NULL),
                      SCHED_OK);
+    sched_commit(s);
     assert_null(j[0]->output);                              /* the oldest made room */
     assert_non_null(j[1]->output);
     assert_int_equal(s->output_bytes, 60);
     assert_int_equal(sched_succeed(s, j[2]->id, "w", 0, &too_big, 1001, NULL), SCHED_OK);
+    sched_commit(s);
     assert_null(j[2]->output);                              /* larger than the budget */
     assert_int_equal(j[2]->st.output_bytes, 120);           /* its size is still told */
     assert_non_null(j[1]->output);
     /* retention drops j[0] and j[1] (only 2 finished kept): j[1]'s output goes with it */
     assert_int_equal(sched_succeed(s, j[3]->id, "w", 0, NULL, 1002, NULL), SCHED_OK);
+    sched_prune(s);
+    sched_commit(s);
     assert_int_equal(j[3]->st.output_bytes, -1);
     assert_int_equal(s->output_bytes, 0);
     assert_true(cds_list_empty(&s->outputs));
+    teardown(state);
+}
+
+/* ---- durability: a refused change set leaves no trace -------------------------------------- */
+
+static int strcmp_ptr(const char *const *a, const char *const *b)
+{
+    return strcmp(*a, *b);
+}
+
+struct text {
+    char *p;
+    size_t len, cap;
+};
+
+static void put(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(struct text *t, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        int n = vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
+        va_end(ap);
+        if (t->len + (size_t) n < t->cap) {
+            t->len += (size_t) n;
+            return;
+        }
+        t->cap = (t->cap + (size_t) n) * 2;
+        t->p = realloc(t->p, t->cap);
+    }
+}
+
+/* Everything a reader, a client or the next decision could tell apart: every job's status
+ * and where it is, every worker's capacity, health and jobs, every tenant's counts, the queue
+ * in placement order per tenant level, the committed metrics snapshot (bytes), and the
+ * derived totals.  Left out: heartbeat times (a heartbeat is not undone) and monotonic
+ * deadlines (recomputed from the wall-clock times they come from). */
+static char *dump(struct sched *s)
+{
+    struct text t = { 0 };
+    t.cap = 4096;
+    t.p = malloc(t.cap);
+    t.p[0] = '\0';
+    struct job *j;
+    cds_list_for_each_entry(j, &s->all_jobs, order_link) {
+        const struct job_status *st = &j->st;
+        put(&t, "job %llu %s a%u w=%s e%d x%d/%d %.6f %.6f %.6f o%lld %s%s%s q%s d%d kept%zu "
+            "committed %d\n", (unsigned long long) j->id, job_state_names[st->state],
+            st->attempts, st->worker_id, st->error_type, st->has_exit_code, st->exit_code,
+            st->assigned_at, st->started_at, st->finished_at, (long long) st->output_bytes,
+            j->worker ? "on " : "", j->worker ? j->worker->id : "", j->absent ? "absent" : "",
+            j->level ? "ueued" : "-", j->deadline_slot != HEAP_NONE, j->output_len,
+            memcmp(&j->st, &j->cst, sizeof j->st) == 0);
+    }
+    struct cds_lfht_iter it;
+    struct worker *w;
+    rcu_read_lock();
+    char *names[64];
+    int nw = 0;
+    cds_lfht_for_each_entry(s->workers, &it, w, node) {
+        struct text wt = { 0 };
+        wt.cap = 256;
+        wt.p = malloc(wt.cap);
+        put(&wt, "worker %s free %u/%u healthy %d until %.3f strikes %u jobs", w->id,
+            w->free_cpu_m, w->free_memory_mb, w->healthy, w->quarantined_until,
+            w->lease_strikes);
+        cds_list_for_each_entry(j, &w->jobs, worker_link)
+            put(&wt, " %llu", (unsigned long long) j->id);
+        names[nw++] = wt.p;
+    }
+    rcu_read_unlock();
+    qsort(names, (size_t) nw, sizeof *names, (int (*)(const void *, const void *)) strcmp_ptr);
+    for (int i = 0; i < nw; i++) {
+        put(&t, "%s\n", names[i]);
+        free(names[i]);
+    }
+    for (uint32_t i = 0; i < s->ntenants; i++) {
+        const struct tenant *tn = s->tenants[i];
+        put(&t, "tenant %s active %u counts", tn->id, tn->active);
+        for (int c = 0; c < TC_COUNT; c++)
+            put(&t, " %llu", (unsigned long long) tn->count[c]);
+        put(&t, "\n");
+    }
+    put(&t, "unfinished %u finished %u queued %llu assigned %llu running %llu workers %llu/%llu "
+        "outputs %zu\n", s->nunfinished, s->nfinished, (unsigned long long) s->g.queued,
+        (unsigned long long) s->g.assigned, (unsigned long long) s->g.running,
+        (unsigned long long) s->g.workers_healthy, (unsigned long long) s->g.workers_total,
+        s->output_bytes);
+    static unsigned char snap[1 << 20] __attribute__((aligned(64)));
+    size_t len = metrics_build(s, 1, "test", snap, sizeof snap, 1.7e9);
+    assert_true(len > 0);
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ snap[i]) * 0x100000001b3ull;
+    put(&t, "snapshot %zu bytes, hash %016llx\n", len, (unsigned long long) h);
+    return t.p;
+}
+
+/* What the incremental structures say, recomputed from the jobs' statuses. */
+static void check_derived(struct sched *s)
+{
+    uint64_t by_state[JOB_STATE_COUNT] = { 0 };
+    uint32_t unfinished = 0, finished = 0;
+    struct job *j;
+    cds_list_for_each_entry(j, &s->all_jobs, order_link) {
+        by_state[j->st.state]++;
+        if (!j->touched)   /* outside the change set, nothing of a report waits */
+            assert_true(!j->has_new_output && !j->new_output && !j->pruned);
+        if (j->st.state >= JOB_SUCCEEDED) {
+            finished++;
+            continue;
+        }
+        unfinished++;
+        if (j->st.state == JOB_QUEUED) {
+            assert_non_null(j->level);
+            assert_null(j->worker);
+        } else if (j->worker) {
+            assert_string_equal(j->worker->id, j->st.worker_id);
+            assert_null(j->level);
+        } else {
+            assert_non_null(j->absent);
+        }
+    }
+    assert_int_equal(by_state[JOB_QUEUED], s->g.queued);
+    assert_int_equal(by_state[JOB_ASSIGNED], s->g.assigned);
+    assert_int_equal(by_state[JOB_RUNNING], s->g.running);
+    assert_int_equal(unfinished, s->nunfinished);
+    assert_int_equal(finished, s->nfinished);
+    struct cds_lfht_iter it;
+    struct worker *w;
+    uint64_t total = 0, healthy = 0;
+    rcu_read_lock();
+    cds_lfht_for_each_entry(s->workers, &it, w, node) {
+        uint64_t cpu = 0, mem = 0, last = 0;
+        cds_list_for_each_entry(j, &w->jobs, worker_link) {
+            cpu += j->cpu_m;
+            mem += j->memory_mb;
+            assert_true(j->id > last);   /* by id */
+            last = j->id;
+        }
+        assert_int_equal(w->free_cpu_m + cpu, w->cpu_m);
+        assert_int_equal(w->free_memory_mb + mem, w->memory_mb);
+        total++;
+        healthy += w->healthy;
+    }
+    rcu_read_unlock();
+    assert_int_equal(total, s->g.workers_total);
+    assert_int_equal(healthy, s->g.workers_healthy);
+    for (uint32_t i = 0; i < s->ntenants; i++) {
+        uint32_t active = 0;
+        cds_list_for_each_entry(j, &s->all_jobs, order_link)
+            if (j->tenant == s->tenants[i]
+                && (j->st.state == JOB_ASSIGNED || j->st.state == JOB_RUNNING))
+                active++;
+        assert_int_equal(active, s->tenants[i]->active);
+    }
+}
+
+/* Prints the lines of a that b lacks, and the reverse. */
+static void report_difference(const char *a, const char *b)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        const char *x = pass ? b : a, *y = pass ? a : b;
+        for (const char *line = x; *line;) {
+            const char *end = strchr(line, '\n');
+            size_t n = end ? (size_t) (end - line) + 1 : strlen(line);
+            int found = 0;
+            for (const char *p = y; (p = strstr(p, "")) && *p;) {
+                const char *e = strchr(p, '\n');
+                size_t m = e ? (size_t) (e - p) + 1 : strlen(p);
+                if (m == n && memcmp(p, line, n) == 0) {
+                    found = 1;
+                    break;
+                }
+                p += m;
+            }
+            if (!found)
+                print_error("%s %.*s", pass ? "after: " : "before:", (int) n, line);
+            line += n;
+        }
+    }
+}
+
+/* A job picked at random (NULL when there is none). */
+static struct job *any_job(struct sched *s, unsigned *seed)
+{
+    if (s->next_job_id <= 1)
+        return NULL;
+    return sched_job(s, 1 + (uint64_t) rand_r(seed) % (s->next_job_id - 1));
+}
+
+/* A job in state st picked at random, else any job (NULL when there is none). */
+static struct job *job_in(struct sched *s, unsigned *seed, enum job_state st)
+{
+    unsigned n = 0;
+    struct job *j;
+    cds_list_for_each_entry(j, &s->all_jobs, order_link)
+        n += j->st.state == st;
+    if (n == 0)
+        return any_job(s, seed);
+    unsigned k = (unsigned) rand_r(seed) % n;
+    cds_list_for_each_entry(j, &s->all_jobs, order_link)
+        if (j->st.state == st && k-- == 0)
+            break;
+    return j;
+}
+
+/* n random mutations, time moving forward: everything a change set can hold.  Returns the
+ * number of jobs submitted. */
+static unsigned random_changes(struct sched *s, unsigned *seed, double *now, int n)
+{
+    unsigned submitted = 0;
+    static const char *const tenants[] = { "acme", "beta", "gamma", "delta", "eps", "zeta" };
+    unsigned char bytes[64];
+    memset(bytes, 'o', sizeof bytes);
+    for (int i = 0; i < n; i++) {
+        struct job *j = any_job(s, seed);
+        const char *on = j ? j->st.worker_id : "";
+        switch (rand_r(seed) % 11) {
+        case 0:
+        case 1: {
+            struct job_spec spec = { .cpu_m = 100 * (1 + rand_r(seed) % 12),
+                                     .memory_mb = 64 * (1 + rand_r(seed) % 12),
+                                     .priority = rand_r(seed) % 3 - 1,
+                                     .timeout_s = rand_r(seed) % 2 ? 30 : 0,
+                                     .max_retries = rand_r(seed) % 3, .command = "true" };
+            snprintf(spec.tenant_id, sizeof spec.tenant_id, "%s", tenants[rand_r(seed) % 6]);
+            submitted += sched_submit(s, &spec, *now, NULL) == SCHED_OK;
+            break;
+        }
+        case 2: {
+            struct worker_spec spec = { .cpu_m = 1000 * (1 + rand_r(seed) % 3),
+                                        .memory_mb = 512 * (1 + rand_r(seed) % 3) };
+            snprintf(spec.id, sizeof spec.id, "w%d", rand_r(seed) % 8);
+            sched_register(s, &spec, *now, NULL);
+            break;
+        }
+        case 3:
+            if (j)
+                sched_cancel(s, j->id, *now, NULL);
+            break;
+        case 4:
+            if ((j = job_in(s, seed, JOB_ASSIGNED)))
+                sched_start(s, j->id, j->st.worker_id, *now, NULL);
+            break;
+        case 5:
+            if ((j = job_in(s, seed, JOB_RUNNING))) {
+                on = j->st.worker_id;
+                struct job_output out = { bytes, 1 + rand_r(seed) % 64, 1000 };
+                sched_succeed(s, j->id, on, 0, rand_r(seed) % 2 ? &out : NULL, *now, NULL);
+            }
+            break;
+        case 6:
+            if (j) {
+                struct job_output out = { bytes, 16, 16 };
+                sched_fail(s, j->id, on, (enum hodei_error_type) (rand_r(seed) % HODEI_ERR_COUNT),
+                           1, 2, &out, *now, NULL);
+            }
+            break;
+        case 7: {
+            char id[8];
+            snprintf(id, sizeof id, "w%d", rand_r(seed) % 8);
+            sched_heartbeat(s, id, 0, 0, *now, NULL);   /* usage gauges are not undone */
+            break;
+        }
+        case 8:
+            *now += rand_r(seed) % 12;
+            sched_tick(s, *now);
+            break;
+        default:
+            sched_round(s, *now);
+            sched_prune(s);
+            break;
+        }
+    }
+    return submitted;
+}
+
+static uint64_t submitted_total(struct sched *s)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < s->ntenants; i++)
+        n += s->tenants[i]->count[TC_SUBMITTED];
+    return n;
+}
+
+/* Random change sets, each either committed or rolled back: after a rollback everything is
+ * exactly as committed before it, and the structures always agree with the statuses. */
+static void test_rollback_leaves_no_trace(void **state)
+{
+    struct sched_config cfg = default_cfg;
+    cfg.max_tenants = 4;                  /* __overflow__ too */
+    cfg.job_retention = 8;                /* pruning */
+    cfg.output_budget = 200;              /* outputs evicted */
+    cfg.assignment_lease = 15;            /* leases and quarantines */
+    cfg.heartbeat_timeout = 10;
+    cfg.worker_timeout = 25;              /* removals */
+    setup_with(state, &cfg);
+    struct fixture *f = *state;
+    struct sched *s = &f->s;
+    unsigned seed = 20261202;
+    double now = 1000;
+    int rolled_back = 0, committed_sets = 0, pruned = 0;
+    uint64_t submitted = 0;                 /* by the change sets that committed */
+    int undone[HODEI_EV_COUNT] = { 0 };     /* events of change sets that were rolled back */
+    for (int round = 0; round < 1500; round++) {
+        char *before = dump(s);
+        struct recorder seen = f->ev;
+        unsigned n = random_changes(s, &seed, &now, 1 + rand_r(&seed) % 12);
+        int dirty = sched_dirty(s);
+        if (rand_r(&seed) % 2) {
+            for (int e = 0; e < HODEI_EV_COUNT; e++)
+                undone[e] += f->ev.count[e] - seen.count[e];
+            pruned += s->cs.npruned > 0;
+            sched_rollback(s);
+            assert_false(sched_dirty(s));
+            char *after = dump(s);
+            if (strcmp(before, after) != 0) {
+                report_difference(before, after);
+                fail_msg("round %d: a rollback left a trace (lines above)", round);
+            }
+            free(after);
+            rolled_back += dirty;
+        } else {
+            sched_commit(s);
+            committed_sets += dirty;
+            submitted += n;
+        }
+        assert_int_equal(submitted_total(s), submitted);
+        check_derived(s);
+        free(before);
+    }
+    /* both paths were taken often, on real changes, and rollbacks undid every kind of one */
+    assert_true(rolled_back > 300 && committed_sets > 300);
+    assert_true(s->next_job_id > 500);
+    static const enum hodei_event_type kinds[] = {
+        HODEI_EV_JOB_SUBMITTED, HODEI_EV_JOB_ASSIGNED, HODEI_EV_JOB_STARTED,
+        HODEI_EV_JOB_SUCCEEDED, HODEI_EV_JOB_FAILED, HODEI_EV_JOB_CANCELLED,
+        HODEI_EV_JOB_REQUEUED, HODEI_EV_JOB_REJECTED, HODEI_EV_WORKER_REGISTERED,
+        HODEI_EV_WORKER_UNHEALTHY, HODEI_EV_WORKER_RECOVERED, HODEI_EV_WORKER_REMOVED };
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+        if (undone[kinds[k]] < 3)
+            fail_msg("only %d %s events were rolled back", undone[kinds[k]],
+                     hodei_event_type_names[kinds[k]]);
+    if (pruned < 3)
+        fail_msg("only %d rolled back change sets pruned jobs", pruned);
     teardown(state);
 }
 
@@ -730,6 +1110,7 @@ int main(void)
         cmocka_unit_test(test_assignment_lease),
         cmocka_unit_test_setup_teardown(test_sessions, setup, teardown),
         cmocka_unit_test(test_output_budget),
+        cmocka_unit_test(test_rollback_leaves_no_trace),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

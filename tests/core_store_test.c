@@ -234,11 +234,12 @@ struct copy_job {
 };
 
 struct loaded {
-    char seq[1024];                      /* 'M' meta, 'C' counter, 'J' job, in callback order */
+    char seq[1024];                      /* 'M' meta, 'C' counter, 'B' blob, 'J' job, in order */
     unsigned nseq, njobs;
     struct copy_job *jobs;
     unsigned cap;
     struct kvs { char *key[64]; int64_t value[64]; unsigned n; } meta, counters;
+    struct blobs { char *key[8]; unsigned char *data[8]; size_t len[8]; unsigned n; } blobs;
     int stop_after_jobs;                 /* >0: return 7 from that job */
 };
 
@@ -273,6 +274,19 @@ static int load_counter(void *ctx, const char *key, uint64_t value)
 {
     struct loaded *l = ctx;
     return kv_note(l, &l->counters, 'C', key, (int64_t) value);
+}
+
+static int load_blob(void *ctx, const char *key, const void *data, size_t len)
+{
+    struct loaded *l = ctx;
+    note(l, 'B');
+    if (l->blobs.n < 8) {
+        l->blobs.key[l->blobs.n] = strdup(key);
+        l->blobs.data[l->blobs.n] = malloc(len + 1);
+        memcpy(l->blobs.data[l->blobs.n], data, len);
+        l->blobs.len[l->blobs.n++] = len;
+    }
+    return 0;
 }
 
 static int load_job(void *ctx, const struct store_job *j)
@@ -313,12 +327,17 @@ static void loaded_free(struct loaded *l)
         free(l->counters.key[i]);
     for (unsigned i = 0; i < l->meta.n; i++)
         free(l->meta.key[i]);
+    for (unsigned i = 0; i < l->blobs.n; i++) {
+        free(l->blobs.key[i]);
+        free(l->blobs.data[i]);
+    }
     memset(l, 0, sizeof *l);
 }
 
 static void load_all(struct store *st, struct loaded *l)
 {
-    struct store_load_cb cb = { load_meta, load_counter, load_job, l };
+    struct store_load_cb cb = { .meta = load_meta, .counter = load_counter, .blob = load_blob,
+                                .job = load_job, .ctx = l };
     char err[512] = "";
     int rc = store_load(st, &cb, err, sizeof err);
     if (rc != 0)
@@ -383,6 +402,7 @@ static void assert_job_equal(const struct store_job *want, const struct store_jo
     assert_true(want->assigned_at == got->assigned_at);
     assert_true(want->started_at == got->started_at);
     assert_true(want->finished_at == got->finished_at);
+    assert_int_equal(want->output_bytes, got->output_bytes);
     assert_int_equal(want->output_len, got->output_len);
     if (want->output_len > 0)
         assert_memory_equal(want->output, got->output, want->output_len);
@@ -398,7 +418,7 @@ static struct store_job derived_job(uint64_t id, char *tenant, size_t tlen)
         .id = id, .tenant_id = tenant, .name = "derived", .command = "sleep 1",
         .cpu_m = (uint32_t) (id * 10), .memory_mb = (uint32_t) id, .priority = (int32_t) (id % 5),
         .timeout_s = 30, .max_retries = 1, .submitted_at = 1.7e9 + (double) id / 8,
-        .state = "queued", .attempts = 0,
+        .state = "queued", .attempts = 0, .output_bytes = -1,
     };
 }
 
@@ -416,24 +436,25 @@ static void test_round_trip(void **state)
     struct store_job want[] = {
         { .id = 1, .tenant_id = "acme", .name = "", .command = "echo 'h\xc3\xa9llo' \"$X\"; exit 3",
           .cpu_m = 0, .memory_mb = 0, .priority = -100, .timeout_s = 0, .max_retries = 0,
-          .submitted_at = t, .state = "queued" },
+          .submitted_at = t, .state = "queued", .output_bytes = -1 },
         { .id = 2, .tenant_id = "acme", .name = "build-42", .command = "make -j2",
           .cpu_m = UINT32_MAX, .memory_mb = UINT32_MAX, .priority = 100,
           .timeout_s = UINT32_MAX, .max_retries = 7, .submitted_at = t + 1, .state = "running",
-          .attempts = 2, .worker_id = "w-1", .assigned_at = t + 2, .started_at = t + 2.5 },
+          .attempts = 2, .worker_id = "w-1", .assigned_at = t + 2, .started_at = t + 2.5,
+          .output_bytes = 12 },
         { .id = INT64_MAX, .tenant_id = "t:x.y-z_0", .name = "last", .command = "true",
           .cpu_m = 500, .memory_mb = 64, .submitted_at = t + 3, .state = "assigned",
-          .attempts = 1, .worker_id = "w-2", .assigned_at = t + 3.5 },
+          .attempts = 1, .worker_id = "w-2", .assigned_at = t + 3.5, .output_bytes = -1 },
         { .id = 3, .tenant_id = "beta", .name = "fails", .command = "false", .cpu_m = 100,
           .memory_mb = 128, .priority = 5, .timeout_s = 60, .max_retries = 1,
           .submitted_at = t + 4, .state = "failed", .finished = true, .error_type = "exit_code",
           .has_exit_code = true, .exit_code = -1, .attempts = 2, .worker_id = "w-1",
           .assigned_at = t + 5, .started_at = t + 6, .finished_at = t + 50, .output = blob,
-          .output_len = sizeof blob },
+          .output_len = sizeof blob, .output_bytes = 1 << 20 },
         { .id = 4, .tenant_id = "beta", .name = "ok", .command = "true", .cpu_m = 1,
           .memory_mb = 1, .submitted_at = t + 7, .state = "succeeded", .finished = true,
           .has_exit_code = true, .exit_code = 0, .attempts = 1, .worker_id = "w-2",
-          .assigned_at = t + 8, .started_at = t + 9, .finished_at = t + 10 },
+          .assigned_at = t + 8, .started_at = t + 9, .finished_at = t + 10, .output_bytes = 0 },
     };
     struct waiter w;
     waiter_init(&w);
@@ -459,7 +480,9 @@ static void test_round_trip(void **state)
     assert_int_equal(store_batch_set_counter(b, "huge", UINT64_MAX), 0);
     assert_int_equal(store_batch_set_meta(b, "next_job_id", -5), 0);
     assert_int_equal(store_batch_set_meta(b, "lowest", INT64_MIN), 0);
-    assert_int_equal(store_batch_ops(b), 6 + 4 + 4);
+    assert_int_equal(store_batch_set_blob(b, "histogram", blob, sizeof blob), 0);
+    assert_int_equal(store_batch_set_blob(b, "empty", "", 0), 0);
+    assert_int_equal(store_batch_ops(b), 6 + 4 + 4 + 2);
     submit(st, b, &tk[0]);
 
     /* a second batch: upserts replace whole rows and values, deletes take transitions along */
@@ -469,7 +492,16 @@ static void test_round_trip(void **state)
     want[0].worker_id = "w-9";
     want[0].assigned_at = t + 20;
     assert_int_equal(store_batch_put_job(b, &want[0]), 0);
+    /* a put that keeps the stored output: job 3 keeps its blob, whatever the put carries */
+    struct store_job kept = want[3];
+    kept.keep_output = true;
+    kept.output = NULL;
+    kept.output_len = 0;
+    kept.output_bytes = 2 << 20;
+    want[3].output_bytes = kept.output_bytes;
+    assert_int_equal(store_batch_put_job(b, &kept), 0);
     assert_int_equal(store_batch_delete_job(b, 6), 0);
+    assert_int_equal(store_batch_set_blob(b, "histogram", blob + 1, 10), 0);
     assert_int_equal(store_batch_set_counter(b, acme, 7), 0);
     assert_int_equal(store_batch_set_meta(b, "next_job_id", 9), 0);
     submit(st, b, &tk[1]);
@@ -481,8 +513,13 @@ static void test_round_trip(void **state)
     st = open_ok(dir, NULL);
     struct loaded l = { 0 };
     load_all(st, &l);
-    /* meta, then counters, then unfinished by id, then finished by finished_at */
-    assert_string_equal(l.seq, "MMCCJJJJJ");
+    /* meta, then counters, then blobs, then unfinished by id, then finished by finished_at */
+    assert_string_equal(l.seq, "MMCCBBJJJJJ");
+    assert_string_equal(l.blobs.key[0], "empty");
+    assert_int_equal(l.blobs.len[0], 0);
+    assert_string_equal(l.blobs.key[1], "histogram");
+    assert_int_equal(l.blobs.len[1], 10);
+    assert_memory_equal(l.blobs.data[1], blob + 1, 10);
     assert_int_equal(find_meta(&l, "next_job_id", 0), 9);
     assert_true(find_meta(&l, "lowest", 0) == INT64_MIN);
     assert_int_equal(find_counter(&l, acme, 0), 7);
@@ -496,7 +533,7 @@ static void test_round_trip(void **state)
 
     /* a callback's non-zero value stops the load and is returned */
     l.stop_after_jobs = 2;
-    struct store_load_cb cb = { NULL, NULL, load_job, &l };
+    struct store_load_cb cb = { .job = load_job, .ctx = &l };
     assert_int_equal(store_load(st, &cb, NULL, 0), 7);
     assert_int_equal(l.njobs, 2);
     loaded_free(&l);
@@ -555,6 +592,11 @@ static void test_bad_records_refused(void **state)
     memset(longkey, 'k', sizeof longkey - 1);
     longkey[sizeof longkey - 1] = '\0';
     assert_int_equal(store_batch_set_counter(b, longkey, 1), -1);
+    assert_int_equal(errno, EINVAL);
+    static char bigblob[STORE_BLOB_MAX + 1];
+    assert_int_equal(store_batch_set_blob(b, "h", bigblob, sizeof bigblob), -1);
+    assert_int_equal(errno, EMSGSIZE);
+    assert_int_equal(store_batch_set_blob(b, "h", NULL, 1), -1);
     assert_int_equal(errno, EINVAL);
     assert_int_equal(store_batch_delete_job(b, 0), -1);
     struct store_transition tr = { .job_id = 1, .at = 1 };     /* no to_state */
@@ -1267,7 +1309,70 @@ static void test_refuses_a_newer_schema(void **state)
     const char *dir = *state;
     fill_store(dir, 10);
     set_user_version(dir, STORE_SCHEMA_VERSION + 1, "");
-    assert_refused(dir, "schema version 2 is newer than this program's (1)");
+    char want[128];
+    snprintf(want, sizeof want, "schema version %d is newer than this program's (%d)",
+             STORE_SCHEMA_VERSION + 1, STORE_SCHEMA_VERSION);
+    assert_refused(dir, want);
+}
+
+/* A file of schema 1, as the first release wrote it: jobs keep every value, gain output_bytes
+ * -1 (none reported), and blobs can be written; the file says version 2 afterwards. */
+static void test_upgrades_schema_1(void **state)
+{
+    const char *dir = *state;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/hodei.db", dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    const char *v1 =
+        "PRAGMA journal_mode = WAL;"
+        "CREATE TABLE jobs (id INTEGER PRIMARY KEY, tenant_id TEXT NOT NULL, name TEXT NOT NULL,"
+        " command TEXT NOT NULL, cpu_m INTEGER NOT NULL, memory_mb INTEGER NOT NULL,"
+        " priority INTEGER NOT NULL, timeout_s INTEGER NOT NULL, max_retries INTEGER NOT NULL,"
+        " submitted_at REAL NOT NULL, state TEXT NOT NULL, finished INTEGER NOT NULL,"
+        " error_type TEXT, exit_code INTEGER, attempts INTEGER NOT NULL, worker_id TEXT,"
+        " assigned_at REAL NOT NULL, started_at REAL NOT NULL, finished_at REAL NOT NULL,"
+        " output BLOB);"
+        "CREATE INDEX jobs_finished ON jobs (finished_at, id) WHERE finished;"
+        "CREATE TABLE transitions (seq INTEGER PRIMARY KEY, job_id INTEGER NOT NULL,"
+        " at REAL NOT NULL, from_state TEXT, to_state TEXT NOT NULL, worker_id TEXT);"
+        "CREATE INDEX transitions_job ON transitions (job_id);"
+        "CREATE TABLE counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
+        "INSERT INTO jobs VALUES (7, 'acme', 'old', 'true', 100, 64, 0, 0, 0, 1.7e9, 'succeeded',"
+        " 1, NULL, 0, 1, 'w-1', 1.7e9, 1.7e9, 1.7e9, x'6f6b0a');"
+        "INSERT INTO counters VALUES ('c', 3); INSERT INTO meta VALUES ('next_job_id', 8);"
+        "PRAGMA user_version = 1;";
+    assert_int_equal(sqlite3_exec(db, v1, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+
+    struct store *st = open_ok(dir, NULL);
+    struct loaded l = { 0 };
+    load_all(st, &l);
+    assert_string_equal(l.seq, "MCJ");
+    assert_int_equal(l.jobs[0].j.id, 7);
+    assert_int_equal(l.jobs[0].j.output_bytes, -1);
+    assert_int_equal(l.jobs[0].j.output_len, 3);
+    assert_memory_equal(l.jobs[0].j.output, "ok\n", 3);
+    assert_int_equal(find_counter(&l, "c", 0), 3);
+    loaded_free(&l);
+    struct waiter w;
+    waiter_init(&w);
+    struct ticket tk = { &w, 0 };
+    struct store_batch *b = store_batch_new();
+    assert_int_equal(store_batch_set_blob(b, "h", "xyz", 3), 0);
+    submit(st, b, &tk);
+    wait_done(&w, 1);
+    assert_int_equal(w.status[0], STORE_OK);
+    store_close(st);
+
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(q, 0), STORE_SCHEMA_VERSION);
+    sqlite3_finalize(q);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
 static void test_refuses_a_foreign_database(void **state)
@@ -1468,6 +1573,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         WITH_DIR(test_round_trip),
         WITH_DIR(test_bad_records_refused),
+        WITH_DIR(test_upgrades_schema_1),
         WITH_DIR(test_group_commit_merges_waiting_batches),
         WITH_DIR(test_pending_bound_refuses_without_waiting),
         WITH_DIR(test_close_drains_the_queue),

@@ -27,8 +27,12 @@ my $tokens_file = "$dir/tokens";
 my $tokens = make_tokens($tokens_file, [admin => 'admin']);
 chown scalar(getpwnam('nobody')), scalar(getgrnam('nogroup')), $tokens_file or die "chown: $!"
     if @as_other;
+# and its own state directory
+mkdir "$dir/state" or die;
+chown scalar(getpwnam('nobody')), scalar(getgrnam('nogroup')), "$dir/state" or die "chown: $!"
+    if @as_other;
 my $d = start_daemon({ segment => "$dir/seg/segment", as => \@as_other }, $port,
-                     '--tokens', $tokens_file, qw(--publish-interval-ms 50
+                     '--tokens', $tokens_file, '--state-dir', "$dir/state", qw(--publish-interval-ms 50
                      --heartbeat-timeout-s 3600 --worker-timeout-s 7200));
 $d->{token} = $tokens->{admin};
 ok(settle($d), 'the daemon publishes');

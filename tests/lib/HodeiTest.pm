@@ -25,7 +25,7 @@ our @EXPORT = qw(
     spawn wait_exit stop run wait_for
     port_open wait_port
     to_json from_json http_get call
-    make_tokens token_file start_daemon segment_header metrics settle sample rss_kb
+    make_tokens token_file start_daemon restart_daemon segment_header metrics settle sample rss_kb
     nginx_conf start_nginx
 );
 
@@ -240,12 +240,13 @@ sub token_file {
 
 # ---- the scheduler daemon and its segment ---------------------------------------------------
 
-# Starts hodei-scheduler; returns a handle { pid, port, url, segment, log, tokens_file,
-# tokens, token }.  Unless @flags say --tokens or --insecure-no-auth, it gets a tokens file of
-# its own with an admin, a worker token and tenant tokens for acme, beta and gamma (tokens:
-# name => token); the handle's token (the one call() sends) is the admin's.  An optional first
-# argument { segment => PATH, as => [COMMAND ...] } puts the segment elsewhere, or runs the
-# daemon through a command (setpriv, to run it as another user).
+# Starts hodei-scheduler; returns a handle { pid, port, url, segment, state_dir, log,
+# tokens_file, tokens, token, cmd }.  Unless @flags say --tokens or --insecure-no-auth, it gets
+# a tokens file of its own with an admin, a worker token and tenant tokens for acme, beta and
+# gamma (tokens: name => token); the handle's token (the one call() sends) is the admin's.
+# Unless @flags say --state-dir, its state lives in a directory of its own (state_dir).  An
+# optional first argument { segment => PATH, as => [COMMAND ...] } puts the segment
+# elsewhere, or runs the daemon through a command (setpriv, to run it as another user).
 my @DAEMONS;
 sub start_daemon {
     my %o = ref $_[0] eq 'HASH' ? %{ shift @_ } : ();
@@ -259,10 +260,29 @@ sub start_daemon {
         $d->{token} = $d->{tokens}{admin};
         push @flags, '--tokens', $d->{tokens_file};
     }
-    $d->{pid} = spawn($d->{log}, @{ $o{as} // [] }, 'build/hodei-scheduler',
-                      '--listen', "127.0.0.1:$port", '--segment', $d->{segment}, @flags);
+    my ($state) = map { /^--state-dir=(.*)/ ? $1 : () } @flags;
+    for my $i (0 .. $#flags - 1) { $state = $flags[$i + 1] if $flags[$i] eq '--state-dir' }
+    unless (defined $state) {
+        $state = "$TMP/state-$port";
+        push @flags, '--state-dir', $state;
+    }
+    $d->{state_dir} = $state;
+    $d->{cmd} = [@{ $o{as} // [] }, 'build/hodei-scheduler', '--listen', "127.0.0.1:$port",
+                 '--segment', $d->{segment}, @flags];
+    $d->{pid} = spawn($d->{log}, @{ $d->{cmd} });
     wait_port($port) or die "hodei-scheduler did not start on $port:\n" . slurp($d->{log});
     push @DAEMONS, $d;
+    return $d;
+}
+
+# Stops a daemon started by start_daemon with $sig (default TERM; KILL for a crash) and starts
+# it again with the same command line, state and segment; waits until it listens.
+sub restart_daemon {
+    my ($d, $sig) = @_;
+    stop($d->{pid}, $sig // 'TERM', 30) // die "hodei-scheduler $d->{pid} did not stop";
+    $d->{pid} = spawn($d->{log}, @{ $d->{cmd} });
+    wait_port($d->{port}, 30)
+        or die "hodei-scheduler did not start again on $d->{port}:\n" . slurp($d->{log});
     return $d;
 }
 
