@@ -117,6 +117,12 @@ static double wall(const struct sched *s, double now)
     return now + s->wall_offset;
 }
 
+/* t to the microsecond, as the store keeps _created times: the same after a restart. */
+static double whole_micros(double t)
+{
+    return (double) (int64_t) (t * 1e6 + 0.5) / 1e6;
+}
+
 static double mono(const struct sched *s, double unix_seconds)
 {
     return unix_seconds - s->wall_offset;
@@ -354,9 +360,9 @@ static struct tenant *tenant_for(struct sched *s, const char *id, double now)
         return caa_container_of(node, struct tenant, node);
     uint32_t named = s->ntenants - (s->overflow ? 1 : 0);
     if (named < s->cfg.max_tenants)
-        return tenant_new(s, id, wall(s, now));
+        return tenant_new(s, id, whole_micros(wall(s, now)));
     if (!s->overflow)
-        tenant_new(s, HODEI_OVERFLOW_LABEL, wall(s, now));
+        tenant_new(s, HODEI_OVERFLOW_LABEL, whole_micros(wall(s, now)));
     return s->overflow;
 }
 
@@ -1586,7 +1592,7 @@ int sched_init(struct sched *s, const struct sched_config *cfg, double now_mono,
     cap_index_init(&s->free_index, 0x243f6a8885a308d3ull);
     cap_index_init(&s->total_index, 0x13198a2e03707344ull);
     s->wall_offset = now_wall - now_mono;
-    s->start_time = now_wall;
+    s->start_time = whole_micros(now_wall);
     s->orphan_deadline = now_mono + cfg->worker_timeout;
     s->emit = emit_fn;
     s->emit_ctx = emit_ctx;

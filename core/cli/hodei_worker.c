@@ -3,7 +3,10 @@
  *
  * Registers with the scheduler (its worker token), then uses the session token the
  * registration returned for everything else; when the scheduler forgets the session (401) or
- * the worker (404) it registers again.  It heartbeats the machine's CPU and memory use on its
+ * the worker (404) — it restarted, or removed the worker — it registers again, listing the
+ * jobs it runs, and stops only those the scheduler does not give back to it.  While the
+ * scheduler is away, jobs keep running and their outcomes wait: each report is retried with
+ * backoff until the scheduler acknowledges it (or says the job is settled).  It heartbeats the machine's CPU and memory use on its
  * own thread, long-polls its assignments from the main thread and runs each assigned job on a
  * thread of its own: `/bin/sh -c COMMAND` in a new process group with a clean environment
  * (optionally as another user), under the job's timeout; when the job ends, whatever is left
@@ -44,7 +47,9 @@
 #define DEFAULT_HEARTBEAT_MS   1000
 #define REQUEST_TIMEOUT_MS     10000L
 #define RETRY_PAUSE_MS         1000
-#define REPORT_ATTEMPTS        5
+#define REPORT_BACKOFF_MIN_MS  250     /* a report the scheduler did not answer: again after */
+#define REPORT_BACKOFF_MAX_MS  5000    /* ... doubling up to this */
+#define REPORT_STOPPING_MS     10000   /* after a stop signal, reports are tried this long */
 #define KILL_GRACE_MS          2000    /* SIGTERM → SIGKILL */
 #define SHUTDOWN_GRACE_MS      5000    /* stop signal → running jobs are killed */
 #define DRAIN_AFTER_EXIT_MS    200     /* output still in flight after the group was killed */
@@ -79,6 +84,7 @@ struct agent {
     int             running_jobs;        /* threads started for jobs, not yet done */
     struct job_run *started;             /* jobs the scheduler knows as started by us */
     int             heartbeat_stop;
+    int             unreachable;         /* heartbeat thread: the last one got no answer */
 };
 
 /* One assigned job, owned by the thread that runs it. */
@@ -225,18 +231,32 @@ static uint64_t agent_session(struct agent *a, struct hodei_api *api)
     return gen;
 }
 
+/* The ids of the jobs the scheduler accepted our start of and we have not ended yet. */
+static json_t *running_ids(struct agent *a)
+{
+    json_t *ids = json_array();
+    pthread_mutex_lock(&a->lock);
+    for (struct job_run *run = a->started; run; run = run->next)
+        if (!run->cancelled)
+            json_array_append_new(ids, json_string(run->id));
+    pthread_mutex_unlock(&a->lock);
+    return ids;
+}
+
 /*
  * POST /workers with the worker token.  The first registration may let the daemon pick the id;
- * later ones (after the daemon removed us or forgot our session) reuse it.  A removal settled
- * every job we ran (requeued or failed), so a re-registration stops them.  The id is only
- * written by the first one, before any other thread reads it.  Caller holds register_lock.
- * Returns 0 when registered; otherwise -1 with *status the HTTP status (0: no answer).
+ * later ones (after the daemon restarted, removed us or forgot our session) reuse it and list
+ * the jobs we run: the answer's jobs are the ones the daemon gives back to us, and the others
+ * are stopped (a removal settled them already; after a restart they may have gone elsewhere).
+ * The id is only written by the first one, before any other thread reads it.  Caller holds
+ * register_lock.  Returns 0 when registered; otherwise -1 with *status the HTTP status (0: no
+ * answer).
  */
 static int register_locked(struct agent *a, struct hodei_api *api, long *status)
 {
     struct hodei_reply reply;
-    json_t *body = json_pack("{s:I, s:I}", "cpu_m", (json_int_t)a->cpu_m,
-                             "memory_mb", (json_int_t)a->memory_mb);
+    json_t *body = json_pack("{s:I, s:I, s:o}", "cpu_m", (json_int_t)a->cpu_m,
+                             "memory_mb", (json_int_t)a->memory_mb, "running", running_ids(a));
     if (a->id[0])
         json_object_set_new(body, "worker_id", json_string(a->id));
     int again = a->registered;
@@ -254,11 +274,13 @@ static int register_locked(struct agent *a, struct hodei_api *api, long *status)
         log_msg("error", "registration reply carries no session token");
         rc = -1;
     } else if (rc == 0) {
+        json_t *mine = json_object_get(reply.body, "jobs");
         snprintf(a->session, sizeof a->session, "%s", session ? session : "");
         a->session_gen++;
-        log_msg("info", "%s as %s (cpu_m=%ld memory_mb=%ld)",
-                again ? "re-registered" : "registered", a->id, a->cpu_m, a->memory_mb);
-        drop_unlisted_jobs(a, NULL, sent_ms);
+        log_msg("info", "%s as %s (cpu_m=%ld memory_mb=%ld, %zu running job(s) kept)",
+                again ? "re-registered" : "registered", a->id, a->cpu_m, a->memory_mb,
+                json_array_size(mine));
+        drop_unlisted_jobs(a, json_is_array(mine) ? mine : NULL, sent_ms);
     } else {
         log_msg("error", "registration failed: %s", reply.error);
     }
@@ -343,8 +365,13 @@ static int send_heartbeat(struct agent *a, struct hodei_api *api, struct cpu_tim
             drop_unlisted_jobs(a, listed, sent_ms);
     } else if (path && forgotten(reply.status)) {
         agent_reregister(a, api, gen);
-    } else if (path) {
-        log_msg("warn", "heartbeat failed: %s", reply.error);
+    } else if (path && !a->unreachable) {   /* once, until a heartbeat gets through again */
+        log_msg("warn", "heartbeat failed: %s; running jobs go on, reports wait", reply.error);
+    }
+    if (path && (rc == 0) == a->unreachable) {
+        a->unreachable = rc != 0 && !forgotten(reply.status);
+        if (!a->unreachable)
+            log_msg("info", "the scheduler answers heartbeats again");
     }
     if (path)
         hodei_reply_clear(&reply);
@@ -680,7 +707,9 @@ static json_t *outcome_body(const struct job_outcome *out, const char **verb)
     return body;
 }
 
-/* Reports the outcome, retrying while the daemon cannot be reached. */
+/* Reports the outcome until the scheduler acknowledges it or says the job is settled: while it
+ * cannot be reached, restarts or cannot commit (5xx), again after a backoff; after our
+ * session was forgotten, again once registered (the job is listed, so it is ours again). */
 static void job_report(struct hodei_api *api, const struct job_run *run,
                        const struct job_outcome *out)
 {
@@ -694,23 +723,41 @@ static void job_report(struct hodei_api *api, const struct job_run *run,
     else
         snprintf(result, sizeof result, "%s", hodei_error_type_names[error_of[out->end]]);
 
-    for (int attempt = 1; path && attempt <= REPORT_ATTEMPTS; attempt++) {
+    long backoff_ms = REPORT_BACKOFF_MIN_MS, last_status = -1;
+    int64_t give_up_at = INT64_MAX;
+    for (int attempt = 1; path; attempt++) {
         uint64_t gen = agent_session(run->agent, api);
         int rc = hodei_api_call(api, "POST", path, body, REQUEST_TIMEOUT_MS, &reply);
-        if (rc == 0)
-            log_msg("info", "job %s: reported %s (%s, %llu bytes of output)", run->id, verb + 1,
-                    result, (unsigned long long)out->out.total);
-        else if (reply.status == 409)   /* e.g. the scheduler timed it out or cancelled it first */
-            log_msg("info", "job %s: already settled by the scheduler (%s)", run->id, reply.error);
-        else
-            log_msg("warn", "job %s: reporting %s failed: %s", run->id, verb + 1, reply.error);
         long status = reply.status;
+        if (rc == 0)
+            log_msg("info", "job %s: reported %s (%s, %llu bytes of output)%s", run->id, verb + 1,
+                    result, (unsigned long long)out->out.total,
+                    attempt > 1 ? " after retrying" : "");
+        else if (status == 409 || status == 404)   /* e.g. timed out or cancelled by the scheduler */
+            log_msg("info", "job %s: already settled by the scheduler (%s)", run->id, reply.error);
+        else if (status != last_status)
+            log_msg("warn", "job %s: reporting %s failed: %s; %s", run->id, verb + 1, reply.error,
+                    status == 0 || status >= 500 || status == 401 ? "trying again" : "giving up");
         hodei_reply_clear(&reply);
-        if (forgotten(status))          /* its worker was removed: the job was settled then */
-            agent_reregister(run->agent, api, gen);
-        if (rc == 0 || status != 0)     /* the daemon answered: retrying would not change it */
+        if (rc == 0 || status == 409 || status == 404)
             break;
-        pause_unless_stopped(-1, RETRY_PAUSE_MS);
+        if (status == 401) {                       /* the session is forgotten: register again */
+            if (agent_reregister(run->agent, api, gen) == 0 && last_status != 401) {
+                last_status = status;
+                continue;
+            }
+        } else if (status != 0 && status < 500) {  /* refused for good (400, 403, 429) */
+            break;
+        }
+        last_status = status;
+        if (stop_requested && give_up_at == INT64_MAX)
+            give_up_at = hodei_mono_ms() + REPORT_STOPPING_MS;
+        if (hodei_mono_ms() >= give_up_at) {
+            log_msg("warn", "job %s: stopping without reporting it: the scheduler decides", run->id);
+            break;
+        }
+        pause_unless_stopped(-1, (int)backoff_ms);
+        backoff_ms = backoff_ms * 2 < REPORT_BACKOFF_MAX_MS ? backoff_ms * 2 : REPORT_BACKOFF_MAX_MS;
     }
     free(path);
     json_decref(body);
@@ -799,18 +846,22 @@ static void *job_main(void *arg)
 
 /* --- assignments ----------------------------------------------------------------------------- */
 
-/* POST /jobs/{id}/start; 0 when the scheduler lets us run it. */
-static int job_start(struct agent *a, struct hodei_api *api, const char *id)
+/* POST /jobs/{id}/start; 0 when the scheduler lets us run it.  Without that answer the job
+ * is not run: the scheduler decides again (the assignment stays, or goes back to the queue
+ * after a restart).  *again: it may answer later (no answer, 5xx), so ask after a pause. */
+static int job_start(struct agent *a, struct hodei_api *api, const char *id, int *again)
 {
     struct hodei_reply reply;
     json_t *body = json_object();
     char *path = hodei_api_path_id("/jobs", id, "/start");
     uint64_t gen = agent_session(a, api);
     int rc = path ? hodei_api_call(api, "POST", path, body, REQUEST_TIMEOUT_MS, &reply) : -1;
+    *again = 0;
     if (rc < 0 && path) {
         log_msg(reply.status == 409 ? "info" : "warn", "job %s: not started: %s", id, reply.error);
         if (forgotten(reply.status))
             agent_reregister(a, api, gen);
+        *again = reply.status == 0 || reply.status >= 500;
     }
     if (path)
         hodei_reply_clear(&reply);
@@ -819,19 +870,21 @@ static int job_start(struct agent *a, struct hodei_api *api, const char *id)
     return rc;
 }
 
-/* Takes one assigned job: tells the daemon it starts, then runs it on a thread of its own. */
-static void job_take(struct agent *a, struct hodei_api *api, json_t *job)
+/* Takes one assigned job: tells the daemon it starts, then runs it on a thread of its own.
+ * Returns -1 when the daemon could not say yet (pause before asking for assignments again). */
+static int job_take(struct agent *a, struct hodei_api *api, json_t *job)
 {
     const char *id = json_string_value(json_object_get(job, "id"));
     const char *command = json_string_value(json_object_get(job, "command"));
     const char *tenant = json_string_value(json_object_get(job, "tenant_id"));
     json_int_t timeout_s = json_integer_value(json_object_get(job, "timeout_s"));
+    int again;
     if (!id || !command || !tenant) {
         log_msg("warn", "ignoring an assignment without id, command or tenant");
-        return;
+        return 0;
     }
-    if (job_start(a, api, id) < 0)
-        return;
+    if (job_start(a, api, id, &again) < 0)
+        return again ? -1 : 0;
 
     struct job_run *run = job_run_new(a, id, command, tenant, (long)timeout_s);
     pthread_t t;
@@ -847,6 +900,7 @@ static void job_take(struct agent *a, struct hodei_api *api, json_t *job)
             job_run_free(run);
         }
     }
+    return 0;
 }
 
 /*
@@ -873,8 +927,11 @@ static void poll_assignments(struct agent *a, struct hodei_api *poll_api, struct
     if (rc == 0) {
         size_t i;
         json_t *job;
+        int later = 0;
         json_array_foreach(json_object_get(reply.body, "jobs"), i, job)
-            job_take(a, api, job);
+            later |= job_take(a, api, job) < 0;
+        if (later)
+            pause_unless_stopped(a->stop_fd, RETRY_PAUSE_MS);
     } else if (!stop_requested) {
         log_msg("warn", "polling assignments failed: %s", reply.error);
         if (!forgotten(reply.status) || agent_reregister(a, api, gen) < 0)
