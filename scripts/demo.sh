@@ -234,7 +234,7 @@ grep -q "127.0.0.1:$nginx_port" "$run/prometheus/prometheus.yml" \
 
 say "demo: run directory $run"
 start scheduler "$build/hodei-scheduler" --config "$root/conf/scheduler.json" --tokens "$tokens" \
-    --listen "127.0.0.1:$api_port" --segment "$segment"
+    --listen "127.0.0.1:$api_port" --segment "$segment" --state-dir "$run/state"
 wait_for scheduler "http://127.0.0.1:$api_port/api/v1/health"
 
 nginx -t -q -p "$run/nginx" -c "$run/nginx/nginx.conf" >"$run/logs/nginx.log" 2>&1 \

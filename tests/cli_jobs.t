@@ -32,7 +32,7 @@ sub start_agent {
     local $ENV{LD_PRELOAD} = '';
     my $pid = spawn("$TMP/$id.log", 'build/hodei-worker', '--api', $api, '--token-file', $worker_token,
                     '--id', $id, '--cpu-m', 2000, '--memory-mb', 2048, '--poll-wait', 2, @extra);
-    wait_for(20, sub { my (undef, $w) = call($d, 'GET', '/workers');
+    wait_for(60, sub { my (undef, $w) = call($d, 'GET', '/workers');
                        ref $w && grep { $_->{id} eq $id } @{ $w->{workers} } })
         or die "agent $id did not register:\n" . slurp("$TMP/$id.log");
     return $pid;
@@ -82,7 +82,7 @@ my $agent = start_agent('job-w1');
     my $job = run_job("sleep 1000 & echo \$! > $pidfile; exit 0");
     is($job->{state}, 'succeeded', 'a job that starts sleep 1000 & and exits succeeds');
     my ($pid) = slurp($pidfile) =~ /^(\d+)$/m;
-    ok($pid && wait_for(10, sub { !-e "/proc/$pid" || slurp("/proc/$pid/stat") =~ /^\d+ \S+ Z/ }),
+    ok($pid && wait_for(60, sub { !-e "/proc/$pid" || slurp("/proc/$pid/stat") =~ /^\d+ \S+ Z/ }),
        "its background child (pid " . ($pid // '?') . ") is gone: the job's process group was killed");
 }
 

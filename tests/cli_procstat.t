@@ -1,4 +1,9 @@
 #!/usr/bin/perl
-# The worker agent's /proc parsers (cmocka, TAP output).
-$ENV{CMOCKA_MESSAGE_OUTPUT} = 'TAP';
-exec 'build/tests/cli_procstat_test' or die "build/tests/cli_procstat_test: $!\n";
+# The worker agent's /proc parsers (cmocka);
+# a failure's own messages reach prove's output.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use HodeiTap;
+run_tap('build/tests/cli_procstat_test');

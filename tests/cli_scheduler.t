@@ -17,7 +17,7 @@ my @ctl = ('build/hodeictl', '--api', $api);
 my $tenant = 'cli-t';
 
 plan skip_all => "$scheduler is not built" unless -x $scheduler;
-plan tests => 39;
+plan tests => 40;
 
 sub start {
     my ($name, @cmd) = @_;
@@ -51,15 +51,19 @@ sub job_group {
     return slurp("$TMP/worker.err") =~ /job $id: running \(pid (\d+)/ ? $1 : 0;
 }
 
-# True once no process is left in the job's group (waits up to 5 s).
+# True once no process is left in the job's group (waits up to 30 s).
 sub job_group_gone {
     my ($id) = @_;
     my $pgid = job_group($id) or return 0;
-    for (1 .. 50) {
-        return 1 unless kill 0, -$pgid;
-        sleep 0.1;
-    }
-    return 0;
+    return wait_for(30, sub { !kill 0, -$pgid });
+}
+
+# However this script ends, the agent is not left stopped (SIGSTOP below) and no job's process
+# group outlives it (END blocks run last-defined first: this one before HodeiTest's).
+my ($worker, @job_groups);
+END {
+    kill 'CONT', $worker if $worker;
+    kill 'KILL', -$_ for grep { $_ } @job_groups;
 }
 
 # --- the scheduler ------------------------------------------------------------------------
@@ -68,30 +72,26 @@ sub job_group_gone {
 my $tokens = make_tokens("$TMP/tokens", [admin => 'admin'], [worker => 'worker']);
 $ENV{HODEI_TOKEN} = $tokens->{admin};
 my $sched = start('scheduler', $scheduler, '--listen', "127.0.0.1:$port_base", '--segment', "$TMP/segment",
-                  '--tokens', "$TMP/tokens", '--heartbeat-timeout-s', '2', '--worker-timeout-s', '3');
-my $up = 0;
-for (1 .. 100) {
-    my ($rc) = run(@ctl, 'workers');
-    if ($rc == 0) { $up = 1; last }
-    last if defined wait_exit($sched, 0.1);
-}
-ok($up, 'hodei-scheduler answers') or do { diag(slurp("$TMP/scheduler.err")); exit 1 };
+                  '--state-dir', "$TMP/state", '--tokens', "$TMP/tokens", '--heartbeat-timeout-s', '2',
+                  '--worker-timeout-s', '3');
+ok(wait_for(60, sub { (run(@ctl, 'workers'))[0] == 0 }), 'hodei-scheduler answers')
+    or do { diag(slurp("$TMP/scheduler.err")); exit 1 };
 
-# Followers subscribe before anything happens: worker registration + 4 events for each of 3 jobs.
+# Followers subscribe before anything happens: worker registration + 4 events for each of 3
+# jobs.  They are on the bus once the segment counts them (with the aggregator: 3).
 my $events_json = start('events-json', @ctl, '--json', 'events', '--count', '13');
 my $events_text = start('events-text', @ctl, 'events', '--count', '4');
-sleep 1;
+ok(wait_for(60, sub { settle({ segment => "$TMP/segment", port => $port_base });
+                      (sample(metrics({ segment => "$TMP/segment" }), 'hodei_event_bus_subscribers')
+                       // 0) == 3 }), 'both event followers subscribed')
+    or diag(slurp("$TMP/events-json.err"), slurp("$TMP/events-text.err"));
 
-my $worker = start('worker', 'build/hodei-worker', '--api', $api, '--token-file',
-                   token_file($tokens->{worker}), '--id', 'cli-w1', '--cpu-m', '2000',
-                   '--memory-mb', '2048', '--poll-wait', '2', '--heartbeat-ms', '200');
-my $registered = 0;
-for (1 .. 100) {
-    my ($rc, $doc) = ctl_json('workers');
-    last if ($registered = grep { $_->{id} eq 'cli-w1' } @{ $doc->{workers} // [] });
-    sleep 0.1;
-}
-ok($registered, 'hodei-worker registers')
+$worker = start('worker', 'build/hodei-worker', '--api', $api, '--token-file',
+                token_file($tokens->{worker}), '--id', 'cli-w1', '--cpu-m', '2000',
+                '--memory-mb', '2048', '--poll-wait', '2', '--heartbeat-ms', '200');
+ok(wait_for(60, sub { my ($rc, $doc) = ctl_json('workers');
+                      grep { $_->{id} eq 'cli-w1' } @{ $doc->{workers} // [] } }),
+   'hodei-worker registers')
     or diag(slurp("$TMP/worker.err"));
 
 # --- three jobs: success, exit 3, timeout ----------------------------------------------------
@@ -114,19 +114,19 @@ sub is_command {
         or diag(show($submitted{$name}));
 }
 
-my $ok = wait_for_state($submitted{ok}{id}, 20, qw(succeeded failed cancelled));
+my $ok = wait_for_state($submitted{ok}{id}, 60, qw(succeeded failed cancelled));
 ok($ok->{state} eq 'succeeded' && defined $ok->{exit_code} && $ok->{exit_code} == 0
    && !defined $ok->{error_type}, 'the succeeding job succeeded with exit code 0')
     or diag(show($ok));
 ok(($ok->{worker_id} // '') eq 'cli-w1' && $ok->{attempts} == 1, 'it ran once on cli-w1')
     or diag(show($ok));
 
-my $exit3 = wait_for_state($submitted{exit3}{id}, 20, qw(succeeded failed cancelled));
+my $exit3 = wait_for_state($submitted{exit3}{id}, 60, qw(succeeded failed cancelled));
 ok($exit3->{state} eq 'failed' && ($exit3->{error_type} // '') eq 'exit_code' && $exit3->{exit_code} == 3,
    'the exit-3 job failed with error_type exit_code and exit code 3')
     or diag(show($exit3));
 
-my $slow = wait_for_state($submitted{slow}{id}, 20, qw(succeeded failed cancelled));
+my $slow = wait_for_state($submitted{slow}{id}, 60, qw(succeeded failed cancelled));
 ok($slow->{state} eq 'failed' && ($slow->{error_type} // '') eq 'timeout',
    'the sleeping job failed with error_type timeout')
     or diag(show($slow));
@@ -188,7 +188,7 @@ ok(job_group_gone($slow->{id}), 'its processes are gone')
 # --- cancel ---------------------------------------------------------------------------------------
 {
     my ($rc, $job) = ctl_json('submit', '--tenant', $tenant, '--name', 'long', '--', 'sleep', '300');
-    my $running = wait_for_state($job->{id}, 20, qw(running));
+    my $running = wait_for_state($job->{id}, 60, qw(running));
     ok($running->{state} eq 'running', 'a long job runs')
         or diag(show($running));
     my ($crc, $cancelled, $err) = ctl_json('cancel', $job->{id});
@@ -204,7 +204,7 @@ ok(job_group_gone($slow->{id}), 'its processes are gone')
 
 # --- the event stream ---------------------------------------------------------------------------
 {
-    my $rc = wait_exit($events_json, 10);
+    my $rc = wait_exit($events_json, 30);
     my @lines = split /\n/, slurp("$TMP/events-json.out");
     my @events = grep { defined } map { eval { from_json($_) } } @lines;
     ok(defined $rc && $rc == 0 && @lines == 13 && @events == 13, 'events --json --count 13 prints 13 JSON lines and exits 0')
@@ -220,7 +220,7 @@ ok(job_group_gone($slow->{id}), 'its processes are gone')
     ok($failed_exit3 && $failed_exit3->{job}{exit_code} == 3, 'a job event carries the job')
         or diag(show($failed_exit3));
 
-    $rc = wait_exit($events_text, 5);
+    $rc = wait_exit($events_text, 30);
     my $text = slurp("$TMP/events-text.out");
     my @text_lines = split /\n/, $text;
     ok(defined $rc && $rc == 0 && @text_lines == 4
@@ -237,19 +237,16 @@ ok(job_group_gone($slow->{id}), 'its processes are gone')
     my $marker = "$TMP/first-attempt";
     my ($src, $job) = ctl_json('submit', '--tenant', $tenant, '--name', 'requeued', '--retries', '1', '--',
                                "test -e $marker && exit 0; touch $marker; sleep 300");
-    my $first = wait_for_state($job->{id}, 20, qw(running));
+    my $first = wait_for_state($job->{id}, 60, qw(running));
     my $first_group = job_group($job->{id});
+    push @job_groups, $first_group;
     kill 'STOP', $worker;
-    my $removed = 0;
-    for (1 .. 150) {
-        my ($rc, $doc) = ctl_json('workers');
-        last if ($removed = $rc == 0 && !grep { $_->{id} eq 'cli-w1' } @{ $doc->{workers} });
-        sleep 0.1;
-    }
+    my $removed = wait_for(60, sub { my ($rc, $doc) = ctl_json('workers');
+                                     $rc == 0 && !grep { $_->{id} eq 'cli-w1' } @{ $doc->{workers} } });
     kill 'CONT', $worker;
     ok($first->{state} eq 'running' && $removed, 'the scheduler removes a silent agent')
         or diag(show($first));
-    my $done = wait_for_state($job->{id}, 20, qw(succeeded failed cancelled));
+    my $done = wait_for_state($job->{id}, 60, qw(succeeded failed cancelled));
     ok($done->{state} eq 'succeeded' && $done->{attempts} == 2 && $done->{worker_id} eq 'cli-w1',
        'the agent re-registers and runs the requeued job again')
         or diag(show($done));
@@ -257,9 +254,8 @@ ok(job_group_gone($slow->{id}), 'its processes are gone')
     ok($log =~ /re-registered as cli-w1/ && $log =~ /job $job->{id}: the scheduler dropped it/,
        'it stopped the attempt the scheduler had taken back')
         or diag($log);
-    my $gone = 0;
-    for (1 .. 50) { last if ($gone = !kill 0, -$first_group); sleep 0.1 }
-    ok($first_group && $gone, 'no process of that attempt is left');
+    ok($first_group && wait_for(30, sub { !kill 0, -$first_group }),
+       'no process of that attempt is left');
 }
 
 # --- shutdown -----------------------------------------------------------------------------------
@@ -267,9 +263,10 @@ ok(job_group_gone($slow->{id}), 'its processes are gone')
     # A job that ignores SIGTERM still running when the agent is told to stop: grace, then killed.
     my ($src, $job) = ctl_json('submit', '--tenant', $tenant, '--name', 'stubborn', '--',
                                'trap "" TERM; sleep 300');
-    my $running = wait_for_state($job->{id}, 20, qw(running));
+    my $running = wait_for_state($job->{id}, 60, qw(running));
+    push @job_groups, job_group($job->{id});
     kill 'TERM', $worker;
-    my $rc = wait_exit($worker, 15);
+    my $rc = wait_exit($worker, 60);
     my $log = slurp("$TMP/worker.err");
     ok(defined $rc && $rc == 0, 'hodei-worker exits 0 on SIGTERM')
         or diag("rc=" . ($rc // 'running') . "\n$log");
@@ -283,7 +280,7 @@ ok(job_group_gone($slow->{id}), 'its processes are gone')
     ok(job_group_gone($job->{id}), 'no job process outlives the agent')
         or diag($log);
     kill 'TERM', $sched;
-    $rc = wait_exit($sched, 15);
+    $rc = wait_exit($sched, 30);
     ok(defined $rc && $rc == 0, 'hodei-scheduler stops cleanly')
         or diag("rc=" . ($rc // 'running') . "\n" . slurp("$TMP/scheduler.err"));
 }

@@ -135,23 +135,22 @@ is(sample($m0, 'hodei_event_bus_subscribers'), 1, 'one subscriber: the aggregato
 my $sse_out = "$TMP/sse.txt";
 my $sse = spawn({ out => $sse_out, err => "$TMP/sse.err" }, 'curl', '-sN', '-H',
                 "Authorization: Bearer $d->{token}", "$d->{url}/events");
-for (1 .. 100) { last if -s $sse_out; sleep 0.02 }
-settle();
-is(sample(metrics($d), 'hodei_event_bus_subscribers'), 2, 'an SSE client subscribes');
+ok(wait_for(60, sub { -s $sse_out }), 'the stream answers') or diag(slurp("$TMP/sse.err"));
+ok(wait_for(60, sub { settle(); sample(metrics($d), 'hodei_event_bus_subscribers') == 2 }),
+   'an SSE client subscribes');
 ($st, $body) = call($d, 'POST', '/jobs/3/cancel');
 is($body->{state}, 'cancelled', 'job 3 cancelled');
-settle();
-my $stream = slurp($sse_out);
-my ($event) = $stream =~ /^event: job_cancelled\ndata: (\{.*\})\n\n/m;
-ok(defined $event, 'the stream carries the event')
+my $stream;
+my $event_line = qr/^event: job_cancelled\ndata: (\{.*\})\n\n/m;
+ok(wait_for(60, sub { ($stream = slurp($sse_out)) =~ $event_line }), 'the stream carries the event')
     or diag($stream);
+my ($event) = $stream =~ $event_line;
 my $ev = eval { from_json($event // '{}') } // {};
 is($ev->{job}{id}, '3', 'with the job');
 is($ev->{type}, 'job_cancelled', 'and its type');
 stop($sse, 'TERM');
-sleep 0.8;   # the stream notices a client that left within 0.5 s
-settle();
-is(sample(metrics($d), 'hodei_event_bus_subscribers'), 1, 'the client left the bus');
+ok(wait_for(60, sub { settle(); sample(metrics($d), 'hodei_event_bus_subscribers') == 1 }),
+   'the client left the bus');
 
 is(stop($d->{pid}, 'TERM'), 0, 'SIGTERM: exit 0');
 ok(metrics($d) =~ /^hodei_jobs_submitted_total\{tenant_id="acme"\} 6$/m,

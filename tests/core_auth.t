@@ -63,7 +63,7 @@ chmod 0600, $file;
 
 sub wait_log {
     my ($re) = @_;
-    my $deadline = time + 10;
+    my $deadline = time + 60;
     until (slurp($d->{log}) =~ $re) { return 0 if time > $deadline; sleep 0.02 }
     return 1;
 }
@@ -152,7 +152,7 @@ sub stream_status {
            . (defined $token ? "Authorization: Bearer $token\r\n" : '') . "\r\n";
     my $head = '';
     my $sel = IO::Select->new($s);
-    while ($head !~ /\r\n\r\n/ && $sel->can_read(5)) { sysread($s, $head, 4096, length $head) or last }
+    while ($head !~ /\r\n\r\n/ && $sel->can_read(60)) { sysread($s, $head, 4096, length $head) or last }
     close $s;
     my %headers;
     $headers{ lc $1 } = $2 while $head =~ /^([\w-]+): *(.*?)\r$/mg;
@@ -235,7 +235,7 @@ for my $r (@routes) {
         push @bad_cells, "$cell: " . join('; ', @why) if @why;
         # a stream that was let in leaves the bus when its client hangs up: wait for it
         if ($method eq 'STREAM' && $got == 200) {
-            my $deadline = time + 10;
+            my $deadline = time + 60;
             settle() until sample(metrics($d), 'hodei_event_bus_subscribers') == 1 || time > $deadline;
         }
     }
@@ -269,7 +269,7 @@ is_deeply(\@bad_cells, [], 'every cell of the matrix: its status, and refusals c
     my $a_out = "$TMP/a-events";
     my $curl = spawn({ out => $a_out, err => "$TMP/a-events.err" }, 'curl', '-sN', '-H',
                      "Authorization: Bearer $tok->{A}", "$d->{url}/events");
-    my $deadline = time + 10;
+    my $deadline = time + 60;
     sleep 0.02 until -s $a_out || time > $deadline;
     # 50 events of B's (more than A's queue of 16 would hold), then one of A's
     for (1 .. 25) {
@@ -277,7 +277,7 @@ is_deeply(\@bad_cells, [], 'every cell of the matrix: its status, and refusals c
         call($d, 'POST', "/jobs/$id/cancel");
     }
     my $mine = queued_as('acme');
-    $deadline = time + 10;
+    $deadline = time + 60;
     sleep 0.02 until slurp($a_out) =~ /"id":"$mine"/ || time > $deadline;
     stop($curl, 'TERM');
     my $stream = slurp($a_out);

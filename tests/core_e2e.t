@@ -117,15 +117,16 @@ is(join(',', sort keys %states), 'as expected', 'every job ended as planned');
 is(job($survivor)->{worker_id}, $other, 'the survivor ran again on the other agent');
 is(job($survivor)->{attempts}, 2, 'in its second attempt');
 
-# the daemon publishes every 50 ms: wait until the scrape is settled
-sleep 0.3;
-my $m = scrape();
-my $m2 = do { sleep 0.2; scrape() };
-# what moves by itself: the age, nginx's own counters, the agent's reported usage
+# quiescent: two scrapes, each after a whole publish cycle, agree but for what moves by itself
+# (the age, nginx's own counters, the agent's reported usage)
 my $moving = qr/^hodei_(metrics_snapshot_age_seconds|http_\w+|cpu_usage_percent|memory_usage_mb)[ {].*\n/m;
-(my $a1 = $m) =~ s/$moving//g;
-(my $a2 = $m2) =~ s/$moving//g;
-is($a1, $a2, 'quiescent: two scrapes agree');
+my ($m, $m2, $a1, $a2);
+ok(wait_for(60, sub {
+    settle($d);
+    ($a1 = $m = scrape()) =~ s/$moving//g;
+    settle($d);
+    ($a2 = $m2 = scrape()) =~ s/$moving//g;
+    $a1 eq $a2 }), 'quiescent: two scrapes agree') or diag("$a1\n----\n$a2");
 
 sub expect {
     my ($series, $want) = @_;

@@ -38,15 +38,17 @@ sub show { ref $_[0] ? to_json($_[0]) : $_[0] // 'undef' }
     is(scalar @{ $a->{jobs} }, 1, 'its assignments list the job; it never starts it');
 
     # the lease ends: the job is taken back and the fake worker gets no more jobs
-    ok(wait_for(10, sub { my (undef, $j) = call($d, 'GET', "/jobs/$jobs[0]"); $j->{state} eq 'queued' }),
+    ok(wait_for(60, sub { my (undef, $j) = call($d, 'GET', "/jobs/$jobs[0]"); $j->{state} eq 'queued' }),
        'after the 1 s lease the job is queued again');
     my (undef, $w) = call($d, 'GET', '/workers');
     my ($fw) = grep { $_->{id} eq 'fake' } @{ $w->{workers} };
     is($fw->{state}, 'unhealthy', 'the fake worker is kept from new jobs (unhealthy)');
     ($st) = call($d, 'POST', "/jobs/$jobs[0]/start", {}, token => $session);
     is($st, 409, 'and can no longer start the job it lost');
-    settle();
-    my $m = metrics($d);
+    # an event is counted in the exposition once the count is committed (the next batch)
+    my $m;
+    wait_for(60, sub { settle(); $m = metrics($d);
+                       (sample($m, 'hodei_events_published_total{event_type="worker_unhealthy"}') // 0) >= 1 });
     is(sample($m, 'hodei_scheduling_decisions_total{decision_type="requeued"}'), 1,
        'counted as decision_type="requeued"');
     is(sample($m, 'hodei_events_published_total{event_type="worker_unhealthy"}'), 1,
@@ -57,7 +59,7 @@ sub show { ref $_[0] ? to_json($_[0]) : $_[0] // 'undef' }
                       '--token-file', token_file($d->{tokens}{worker}), '--id', 'real',
                       '--cpu-m', 4000, '--memory-mb', 4096, '--poll-wait', 2);
     my %done;
-    ok(wait_for(30, sub {
+    ok(wait_for(60, sub {
         for my $id (@jobs) {
             my (undef, $j) = call($d, 'GET', "/jobs/$id");
             $done{$id} = $j if $j->{state} =~ /^(succeeded|failed|cancelled)$/;

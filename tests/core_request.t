@@ -1,4 +1,9 @@
 #!/usr/bin/perl
-# core/ unit tests: request (cmocka, TAP output).
-$ENV{CMOCKA_MESSAGE_OUTPUT} = 'TAP';
-exec 'build/tests/core_request_test' or die "exec build/tests/core_request_test: $!";
+# core/ unit tests: request validation and the metrics snapshot (cmocka);
+# a failure's own messages reach prove's output.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use HodeiTap;
+run_tap('build/tests/core_request_test');

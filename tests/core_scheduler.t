@@ -1,4 +1,9 @@
 #!/usr/bin/perl
-# core/ unit tests: scheduler (cmocka, TAP output).
-$ENV{CMOCKA_MESSAGE_OUTPUT} = 'TAP';
-exec 'build/tests/core_scheduler_test' or die "exec build/tests/core_scheduler_test: $!";
+# core/ unit tests: the scheduler, and rollbacks that leave no trace (cmocka);
+# a failure's own messages reach prove's output.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use HodeiTap;
+run_tap('build/tests/core_scheduler_test');

@@ -1,10 +1,11 @@
 #!/usr/bin/perl
-# Runs `make demo DURATION=...` on the test ports, then proves the operations kit against the
-# live stack: every PromQL expression of conf/grafana/hodei.json is valid and returns data (a
-# sample that is not NaN); every rule of conf/hodei.rules.yml is loaded, evaluates without
-# error and its query is valid.
-# Then the demo must exit 0 by itself and leave no process of its own and no port behind; and
-# it must refuse to start on a port that is taken.
+# Runs `make demo` on the test ports, then proves the operations kit against the live stack:
+# every PromQL expression of conf/grafana/hodei.json is valid and returns data (a sample that
+# is not NaN); every rule of conf/hodei.rules.yml is loaded, evaluates without error and its
+# query is valid.  That demo runs until the checks are done (however slow the machine), then
+# Ctrl-C (SIGINT to its process group) stops it; a second, short one must exit 0 by itself.
+# Either must leave no process of its own and no port behind; and the demo must refuse to
+# start on a port that is taken.
 #
 # Ports: HODEI_OPS_PORT_BASE (18300) for nginx, +1 the scheduler, +2 Prometheus.
 use strict;
@@ -19,7 +20,8 @@ use Time::HiRes qw(sleep time);
 
 my $base = $ENV{HODEI_OPS_PORT_BASE} || 18300;
 my ($nginx_port, $api_port, $prom_port) = ($base, $base + 1, $base + 2);
-my $duration = 30;
+my $duration = 900;         # the first demo: until Ctrl-C
+my $patience = 180;         # seconds for each thing the checks wait for
 my $run = "$TMP/run";
 my $out = "$TMP/demo.out";
 my $http = HTTP::Tiny->new(timeout => 5);
@@ -44,10 +46,11 @@ my @expected_rules = qw(
     hodei:http_request_duration_seconds:p50_5m hodei:http_request_duration_seconds:p95_5m
     hodei:http_request_duration_seconds:p99_5m
     HodeiSchedulerDown HodeiMetricsEndpointDown NoHealthyWorkers HighSchedulingLatency
-    QueueBacklog HodeiHighJobFailureRate HodeiMetricsLabelOverflow HodeiAuthFailures);
+    QueueBacklog HodeiHighJobFailureRate HodeiMetricsLabelOverflow HodeiAuthFailures
+    HodeiStoreFailing);
 
 # 2 dashboard sanity + 2 per dashboard expression + stack checks + 2 per rule + end checks
-my $plan = 2 + 2 * @dash_exprs + 2 + 1 + 2 * @expected_rules + 5;
+my $plan = 2 + 2 * @dash_exprs + 2 + 1 + 2 * @expected_rules + 6;
 plan tests => $plan;
 
 ok(@dash_exprs >= 30 && !@fixed_ranges,
@@ -67,11 +70,16 @@ for my $p ($nginx_port, $api_port, $prom_port) {
 
 my %env = (HODEI_DEMO_NGINX_PORT => $nginx_port, HODEI_DEMO_API_PORT => $api_port,
            HODEI_DEMO_PROM_PORT => $prom_port, HODEI_DEMO_DIR => $run);
-my $demo = do {
+# `make demo DURATION=...` in a session of its own, as typed at a terminal (Ctrl-C reaches the
+# whole group).
+sub demo {
+    my ($dir, $log, $seconds) = @_;
     local @ENV{ keys %env } = values %env;
+    local $ENV{HODEI_DEMO_DIR} = $dir;
     delete local @ENV{qw(MAKEFLAGS MAKELEVEL MFLAGS)};    # a fresh make, as a user would type it
-    spawn($out, 'make', '--no-print-directory', 'demo', "DURATION=$duration");
-};
+    return spawn($log, 'setsid', 'make', '--no-print-directory', 'demo', "DURATION=$seconds");
+}
+my $demo = demo($run, $out, $duration);
 my $demo_status;
 sub demo_running {
     $demo_status //= wait_exit($demo, 0);
@@ -80,7 +88,7 @@ sub demo_running {
 sub demo_output { slurp($out) }
 
 my $started = time;
-sleep 0.5 while demo_running() && demo_output() !~ /^demo: ready/m && time - $started < $duration;
+sleep 0.5 while demo_running() && demo_output() !~ /^demo: ready/m && time - $started < $patience;
 ok(demo_output() =~ /^demo: ready/m, 'the demo warms up: Prometheus scrapes nginx and evaluates the rules')
     or diag(demo_output());
 
@@ -111,7 +119,7 @@ while (1) {
         $data{$i} = $r->{status} eq 'success' && grep { $_->{value}[1] ne 'NaN' } @{ $r->{data}{result} };
     }
     last if keys(%data) == grep({ $_ } values %data) && keys(%data) == @dash_exprs;
-    last if !demo_running() || time - $started > $duration - 3;
+    last if !demo_running() || time - $started > $patience;
     sleep 1;
 }
 for my $i (0 .. $#dash_exprs) {
@@ -139,26 +147,42 @@ for my $name (@expected_rules) {
 
 # --- the end ------------------------------------------------------------------------------------
 
-my $deadline = time + $duration + 30;
-sleep 0.5 while demo_running() && time < $deadline;
-ok(defined $demo_status && $demo_status == 0, "make demo DURATION=$duration exits 0 by itself")
-    or diag(defined $demo_status ? "status $demo_status\n" . demo_output() : 'still running');
-ok(demo_output() =~ /p95 scheduling/ && demo_output() =~ /^\s+acme\s+\d+\s+\d+\s+\d+$/m,
+# the summaries come every 5 s once it is warm
+ok(wait_for($patience, sub { demo_output() =~ /p95 scheduling/ && demo_output() =~ /^\s+acme\s+\d+\s+\d+\s+\d+$/m }),
    'the demo prints live summaries with jobs per tenant')
     or diag(demo_output());
+kill 'INT', -$demo;
+ok(wait_for(60, sub { !demo_running() }) && $demo_status == 130, 'Ctrl-C stops the demo (exit 130)')
+    or diag(defined $demo_status ? "status $demo_status\n" . demo_output() : 'still running');
 
-my @left;
-for my $proc (glob '/proc/[0-9]*') {
-    open my $fh, '<', "$proc/environ" or next;
-    local $/ = "\0";
-    while (my $e = <$fh>) {
-        chomp $e;
-        if ($e eq "HODEI_DEMO_RUN=$run") { push @left, $proc =~ s{/proc/}{}r; last }
+# Whatever carries HODEI_DEMO_RUN=$dir in its environment is the demo's.
+sub left_of {
+    my ($dir) = @_;
+    my @left;
+    for my $proc (glob '/proc/[0-9]*') {
+        open my $fh, '<', "$proc/environ" or next;
+        local $/ = "\0";
+        while (my $e = <$fh>) {
+            chomp $e;
+            if ($e eq "HODEI_DEMO_RUN=$dir") { push @left, $proc =~ s{/proc/}{}r; last }
+        }
     }
+    return @left;
 }
-ok(!@left, 'no process of the demo is left running')
+sub all_free { port_free($nginx_port) && port_free($api_port) && port_free($prom_port) }
+my @left = left_of($run);
+ok(!@left && all_free(), 'no process of the demo is left running, its ports are free again')
     or diag("left: @left");
-ok(port_free($nginx_port) && port_free($api_port) && port_free($prom_port), 'its ports are free again');
+
+# a short one ends by itself
+my $short = demo("$TMP/short", "$TMP/short.out", 3);
+my $short_status;
+ok(wait_for($patience, sub { defined($short_status //= wait_exit($short, 0)) }) && $short_status == 0,
+   'make demo DURATION=3 exits 0 by itself')
+    or diag(defined $short_status ? "status $short_status\n" . slurp("$TMP/short.out") : 'still running');
+@left = left_of("$TMP/short");
+ok(!@left && all_free(), '... leaving no process and no port behind')
+    or diag("left: @left");
 
 # A taken port: the demo says so and exits non-zero before starting anything.
 my $blocker = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $prom_port, Listen => 1, ReuseAddr => 1)

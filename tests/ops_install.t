@@ -16,7 +16,7 @@ ok() {  # ok CONDITION-STATUS NAME [DIAGNOSTIC]
     n=$((n + 1))
     if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; [ -n "$3" ] && sed 's/^/# /' <<<"$3"; fi
 }
-echo "1..26"
+echo "1..27"
 
 out=$(make --no-print-directory install DESTDIR="$root/d" 2>&1); ok $? "make install DESTDIR=... succeeds" "$out"
 d=$root/d
@@ -46,6 +46,8 @@ grep -q '^Group=www-data' "$unit" && grep -q '^UMask=0027' "$unit"
 ok $? "scheduler unit leaves the segment readable by group www-data"
 grep -q '^ExecStart=.* --tokens /etc/hodei/tokens' "$unit" && grep -q '^ExecReload=/bin/kill -HUP \$MAINPID' "$unit"
 ok $? "scheduler unit passes the tokens file; reload re-reads it (SIGHUP)"
+grep -qx 'StateDirectory=hodei' "$unit" && grep -q '"state_dir": "/var/lib/hodei"' "$d/etc/hodei/scheduler.json"
+ok $? "scheduler unit gives the daemon /var/lib/hodei (StateDirectory=), where scheduler.json keeps its state"
 worker_unit=$d/lib/systemd/system/hodei-worker@.service
 grep -q '^LoadCredential=token:/etc/hodei/worker.token' "$worker_unit" \
     && grep -q '^ExecStart=.* --token-file %d/token ' "$worker_unit"
