@@ -1,5 +1,6 @@
 /* hodei_native.c — native histograms: recording, copying, encoding (see hodei_native.h). */
 #include "hodei_native.h"
+#include "hodei_relaxed.h"
 
 #include <float.h>
 #include <math.h>
@@ -38,23 +39,6 @@ int32_t hodei_native_key(double v, int schema)
 }
 
 /* ---- recording ------------------------------------------------------------------------ */
-
-/* The writer is the only thread that stores; it reads its own fields plainly.  Readers load
- * every field relaxed between the two sequence loads. */
-#define STORE(field, v) __atomic_store_n(&(field), (v), __ATOMIC_RELAXED)
-#define LOAD(field)     __atomic_load_n(&(field), __ATOMIC_RELAXED)
-
-static void store_double(double *p, double v)
-{
-    __atomic_store(p, &v, __ATOMIC_RELAXED);
-}
-
-static double load_double(const double *p)
-{
-    double v;
-    __atomic_load(p, &v, __ATOMIC_RELAXED);
-    return v;
-}
 
 int hodei_native_init(struct hodei_native *h, double zero_threshold)
 {
