@@ -382,10 +382,17 @@ ngx_http_hodei_set_content_type(ngx_http_request_t *r, enum hodei_format fmt)
 {
     u_char  *semicolon;
 
-    if (fmt == HODEI_FMT_OPENMETRICS) {
-        ngx_str_set(&r->headers_out.content_type, HODEI_CONTENT_TYPE_OPENMETRICS);
+    switch (fmt) {
 
-    } else {
+    case HODEI_FMT_OPENMETRICS:
+        ngx_str_set(&r->headers_out.content_type, HODEI_CONTENT_TYPE_OPENMETRICS);
+        break;
+
+    case HODEI_FMT_PROTOBUF:
+        ngx_str_set(&r->headers_out.content_type, HODEI_CONTENT_TYPE_PROTOBUF);
+        break;
+
+    default: /* HODEI_FMT_TEXT */
         ngx_str_set(&r->headers_out.content_type, HODEI_CONTENT_TYPE_TEXT);
     }
 
@@ -409,6 +416,7 @@ ngx_http_hodei_scrape_handler(ngx_http_request_t *r)
     ngx_http_hodei_output_t     *o;
     struct hodei_render_input    in;
     const struct hodei_snapshot *snaps[2];
+    ngx_http_hodei_loc_conf_t   *hlcf;
     ngx_http_hodei_main_conf_t  *mcf;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
@@ -431,9 +439,12 @@ ngx_http_hodei_scrape_handler(ngx_http_request_t *r)
     in.snapshots = snaps;
     in.nsnapshots = 2;
 
+    /* protobuf only where the operator turned native histograms on */
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_http_hodei_module);
     accept = r->headers_in.accept;
-    fmt = accept ? hodei_format_from_accept((const char *) accept->value.data,
-                                            accept->value.len)
+    fmt = accept ? hodei_format_negotiate((const char *) accept->value.data,
+                                          accept->value.len,
+                                          hlcf->native_histograms ? HODEI_ALLOW_PROTOBUF : 0)
                  : HODEI_FMT_TEXT;
 
     o = ngx_palloc(r->pool, sizeof(ngx_http_hodei_output_t));

@@ -603,8 +603,3 @@ enum hodei_format hodei_format_negotiate(const char *accept, size_t len, unsigne
         return HODEI_FMT_PROTOBUF;
     return om_q > 0 && om_q >= text_q ? HODEI_FMT_OPENMETRICS : HODEI_FMT_TEXT;
 }
-
-enum hodei_format hodei_format_from_accept(const char *accept, size_t len)
-{
-    return hodei_format_negotiate(accept, len, 0);
-}

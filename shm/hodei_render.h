@@ -71,8 +71,6 @@ int hodei_render(struct hodei_sink *sink, enum hodei_format fmt,
  * native-histograms feature is on). */
 #define HODEI_ALLOW_PROTOBUF 1u
 enum hodei_format hodei_format_negotiate(const char *accept, size_t len, unsigned allow);
-/* hodei_format_negotiate(accept, len, 0): text or OpenMetrics. */
-enum hodei_format hodei_format_from_accept(const char *accept, size_t len);
 
 /* ---- pieces, exported for tests and for anyone formatting a sample ------------------- */
 

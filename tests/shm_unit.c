@@ -1110,8 +1110,8 @@ static void test_openmetrics_counters(void **state)
 static void test_accept_negotiation(void **state)
 {
     (void) state;
-#define NEG(s) hodei_format_from_accept(s, strlen(s))
-    assert_int_equal(hodei_format_from_accept(NULL, 0), HODEI_FMT_TEXT);
+#define NEG(s) hodei_format_negotiate(s, strlen(s), 0)
+    assert_int_equal(hodei_format_negotiate(NULL, 0, 0), HODEI_FMT_TEXT);
     assert_int_equal(NEG(""), HODEI_FMT_TEXT);
     assert_int_equal(NEG("*/*"), HODEI_FMT_TEXT);
     assert_int_equal(NEG("text/plain"), HODEI_FMT_TEXT);
