@@ -15,7 +15,8 @@ my $reps = $ENV{REPS} || 3;
 my $duration = $ENV{DURATION} || 3;
 my $conns = $ENV{CONNS} || 32;
 
-my $d = start_daemon($daemon_port, '--max-queued-jobs', 5000000, '--job-retention', 1000,
+my $d = start_daemon($daemon_port, '--max-queued-jobs', 5000000, '--max-jobs-per-tenant', 5000000,
+                     '--job-retention', 1000,
                      '--log-level', 'warn');
 
 my $job = '{"id":"1","tenant_id":"bench","name":"","command":"true","cpu_m":100,"memory_mb":64,'
@@ -47,6 +48,7 @@ wrk.method = "POST"
 wrk.body = '{"tenant_id":"bench","command":"true"}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
+print $lua qq{wrk.headers["Authorization"] = "Bearer $d->{token}"\n};   # the daemon checks it
 close $lua;
 
 sub run_wrk {

@@ -4,11 +4,14 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
-#include <time.h>
+#include <string.h>
 #include <urcu-bp.h>
 #include <urcu/rculist.h>
 #include <urcu/uatomic.h>
 #include <urcu/wfcqueue.h>
+
+#include "alloc.h"
+#include "hodei_clock.h"
 
 struct bus {
     pthread_mutex_t subs_lock;       /* serializes subscribe/unsubscribe */
@@ -24,7 +27,10 @@ struct bus_sub {
     struct cds_wfcq_tail tail;
     unsigned long len, cap;
     int wants_payload;
-    int waiting;
+    char tenant[HODEI_ID_MAX + 1];   /* "" : every event */
+    void (*wake)(void *ctx);
+    void *wake_ctx;
+    int waiting;                     /* in bus_next, or armed */
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct bus *bus;
@@ -37,9 +43,7 @@ struct delivery {
 
 struct bus *bus_new(void)
 {
-    struct bus *bus = calloc(1, sizeof *bus);
-    if (!bus)
-        return NULL;
+    struct bus *bus = xcalloc(1, sizeof *bus);
     pthread_mutex_init(&bus->subs_lock, NULL);
     CDS_INIT_LIST_HEAD(&bus->subs);
     return bus;
@@ -51,28 +55,32 @@ void bus_free(struct bus *bus)
     free(bus);
 }
 
-struct bus_sub *bus_subscribe(struct bus *bus, unsigned queue_cap, int wants_payload)
+struct bus_sub *bus_subscribe_with(struct bus *bus, const struct bus_sub_config *cfg)
 {
-    struct bus_sub *sub = calloc(1, sizeof *sub);
-    if (!sub)
-        return NULL;
+    struct bus_sub *sub = xcalloc(1, sizeof *sub);
     cds_wfcq_init(&sub->head, &sub->tail);
-    sub->cap = queue_cap;
-    sub->wants_payload = wants_payload;
+    sub->cap = cfg->queue_cap;
+    sub->wants_payload = cfg->wants_payload;
+    if (cfg->tenant)
+        strncpy(sub->tenant, cfg->tenant, HODEI_ID_MAX);
+    sub->wake = cfg->wake;
+    sub->wake_ctx = cfg->wake_ctx;
     sub->bus = bus;
     pthread_mutex_init(&sub->lock, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&sub->cond, &attr);
-    pthread_condattr_destroy(&attr);
+    hodei_cond_init_monotonic(&sub->cond);
     pthread_mutex_lock(&bus->subs_lock);
     cds_list_add_tail_rcu(&sub->link, &bus->subs);
-    if (wants_payload)
+    if (sub->wants_payload)
         uatomic_inc(&bus->payload_subs);
     uatomic_inc(&bus->c.subscribers);
     pthread_mutex_unlock(&bus->subs_lock);
     return sub;
+}
+
+struct bus_sub *bus_subscribe(struct bus *bus, unsigned queue_cap, int wants_payload)
+{
+    struct bus_sub_config cfg = { .queue_cap = queue_cap, .wants_payload = wants_payload };
+    return bus_subscribe_with(bus, &cfg);
 }
 
 void bus_unsubscribe(struct bus *bus, struct bus_sub *sub)
@@ -103,11 +111,23 @@ void bus_event_put(struct bus_event *ev)
     }
 }
 
-void bus_publish(struct bus *bus, enum hodei_event_type type, char *payload)
+/* The publisher tells a waiting subscriber: a thread by its condition variable, an event loop
+ * by its wake callback (once per arming). */
+static void notify(struct bus_sub *sub)
 {
-    struct bus_event *ev = malloc(sizeof *ev);
-    if (!ev)
-        abort();
+    if (sub->wake) {
+        if (uatomic_xchg(&sub->waiting, 0))
+            sub->wake(sub->wake_ctx);
+        return;
+    }
+    pthread_mutex_lock(&sub->lock);
+    pthread_cond_signal(&sub->cond);
+    pthread_mutex_unlock(&sub->lock);
+}
+
+void bus_publish(struct bus *bus, enum hodei_event_type type, const char *tenant, char *payload)
+{
+    struct bus_event *ev = xmalloc(sizeof *ev);
     ev->refs = 1;   /* the publisher's, dropped at the end */
     ev->type = type;
     ev->payload = payload;
@@ -115,25 +135,23 @@ void bus_publish(struct bus *bus, enum hodei_event_type type, char *payload)
     struct bus_sub *sub;
     rcu_read_lock();
     cds_list_for_each_entry_rcu(sub, &bus->subs, link) {
+        if (sub->tenant[0] && (!tenant || strcmp(sub->tenant, tenant) != 0))
+            continue;   /* not offered: another tenant's event, or a worker's */
+        uatomic_inc(&bus->c.offered[type]);
         if (uatomic_read(&sub->len) >= sub->cap) {
             uatomic_inc(&bus->c.dropped[type]);
             continue;
         }
-        struct delivery *d = malloc(sizeof *d);
-        if (!d)
-            abort();
+        struct delivery *d = xmalloc(sizeof *d);
         uatomic_inc(&ev->refs);
         d->ev = ev;
         cds_wfcq_node_init(&d->node);
         uatomic_inc(&sub->len);
         cds_wfcq_enqueue(&sub->head, &sub->tail, &d->node);
         uatomic_inc(&bus->c.received[type]);
-        cmm_smp_mb();   /* pairs with bus_next: enqueue before reading waiting */
-        if (CMM_LOAD_SHARED(sub->waiting)) {
-            pthread_mutex_lock(&sub->lock);
-            pthread_cond_signal(&sub->cond);
-            pthread_mutex_unlock(&sub->lock);
-        }
+        cmm_smp_mb();   /* pairs with bus_next/bus_arm: enqueue before reading waiting */
+        if (CMM_LOAD_SHARED(sub->waiting))
+            notify(sub);
     }
     rcu_read_unlock();
     bus_event_put(ev);
@@ -157,14 +175,7 @@ struct bus_event *bus_next(struct bus_sub *sub, int timeout_ms)
     struct bus_event *ev = take(sub);
     if (ev || uatomic_read(&sub->bus->closed))
         return ev;
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long) (timeout_ms % 1000) * 1000000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
+    struct timespec until = hodei_mono_deadline(timeout_ms / 1000.0);
     pthread_mutex_lock(&sub->lock);
     CMM_STORE_SHARED(sub->waiting, 1);
     cmm_smp_mb();
@@ -175,6 +186,19 @@ struct bus_event *bus_next(struct bus_sub *sub, int timeout_ms)
     CMM_STORE_SHARED(sub->waiting, 0);
     pthread_mutex_unlock(&sub->lock);
     return take(sub);
+}
+
+struct bus_event *bus_arm(struct bus_sub *sub)
+{
+    struct bus_event *ev = take(sub);
+    if (ev)
+        return ev;
+    uatomic_set(&sub->waiting, 1);
+    cmm_smp_mb();   /* pairs with bus_publish: waiting before looking at the queue again */
+    ev = take(sub);
+    if (ev)
+        uatomic_set(&sub->waiting, 0);   /* a wake may still come: the caller copes */
+    return ev;
 }
 
 unsigned long bus_drain(struct bus_sub *sub)
@@ -194,6 +218,11 @@ void bus_close(struct bus *bus)
     struct bus_sub *sub;
     pthread_mutex_lock(&bus->subs_lock);
     cds_list_for_each_entry(sub, &bus->subs, link) {
+        if (sub->wake) {
+            uatomic_set(&sub->waiting, 0);
+            sub->wake(sub->wake_ctx);
+            continue;
+        }
         pthread_mutex_lock(&sub->lock);
         pthread_cond_broadcast(&sub->cond);
         pthread_mutex_unlock(&sub->lock);
@@ -210,6 +239,7 @@ void bus_counters_read(const struct bus *bus, struct bus_counters *out)
 {
     for (int t = 0; t < HODEI_EV_COUNT; t++) {
         out->published[t] = uatomic_read(&bus->c.published[t]);
+        out->offered[t] = uatomic_read(&bus->c.offered[t]);
         out->received[t] = uatomic_read(&bus->c.received[t]);
         out->dropped[t] = uatomic_read(&bus->c.dropped[t]);
     }

@@ -14,23 +14,38 @@
 enum key {
     K_LISTEN, K_SEGMENT, K_PUBLISH_INTERVAL_MS, K_HEARTBEAT_TIMEOUT_S, K_WORKER_TIMEOUT_S,
     K_MAX_TENANTS, K_MAX_WORKERS, K_MAX_QUEUED_JOBS, K_JOB_RETENTION, K_SSE_QUEUE, K_LOG_LEVEL,
+    K_TOKENS, K_INSECURE_NO_AUTH, K_MAX_CONNECTIONS, K_MAX_CONNECTIONS_PER_IP,
+    K_TRUSTED_PROXIES, K_IDLE_TIMEOUT_S, K_MAX_EVENT_STREAMS, K_MAX_JOBS_PER_TENANT,
+    K_ASSIGNMENT_LEASE_S, K_OUTPUT_MEMORY_MB,
     K_COUNT
 };
 
 static const char *const key_names[K_COUNT] = {
     "listen", "segment", "publish_interval_ms", "heartbeat_timeout_s", "worker_timeout_s",
-    "max_tenants", "max_workers", "max_queued_jobs", "job_retention", "sse_queue", "log_level" };
+    "max_tenants", "max_workers", "max_queued_jobs", "job_retention", "sse_queue", "log_level",
+    "tokens", "insecure_no_auth", "max_connections", "max_connections_per_ip",
+    "trusted_proxies", "idle_timeout_s", "max_event_streams", "max_jobs_per_tenant",
+    "assignment_lease_s", "output_memory_mb" };
 
 static const char usage[] =
-    "usage: hodei-scheduler [--config FILE] [--listen ADDR:PORT] [--segment PATH]\n"
-    "                       [--publish-interval-ms N] [--heartbeat-timeout-s S]\n"
-    "                       [--worker-timeout-s S] [--max-tenants N] [--max-workers N]\n"
-    "                       [--max-queued-jobs N] [--job-retention N] [--sse-queue N]\n"
-    "                       [--log-level error|warn|info|debug] [--version]\n"
+    "usage: hodei-scheduler (--tokens FILE | --insecure-no-auth) [--config FILE]\n"
+    "                       [--listen ADDR:PORT] [--segment PATH] [--publish-interval-ms N]\n"
+    "                       [--heartbeat-timeout-s S] [--worker-timeout-s S]\n"
+    "                       [--max-tenants N] [--max-workers N] [--max-queued-jobs N]\n"
+    "                       [--max-jobs-per-tenant N] [--assignment-lease-s S]\n"
+    "                       [--job-retention N] [--output-memory-mb N] [--sse-queue N]\n"
+    "                       [--max-event-streams N] [--max-connections N]\n"
+    "                       [--max-connections-per-ip N] [--trusted-proxies ADDR,...]\n"
+    "                       [--idle-timeout-s S] [--log-level error|warn|info|debug]\n"
+    "                       [--version]\n"
     "defaults: --listen 127.0.0.1:8081 --segment /dev/shm/hodei-metrics\n"
     "          --publish-interval-ms 250 --heartbeat-timeout-s 10 --worker-timeout-s 30\n"
     "          --max-tenants 1000 --max-workers 10000 --max-queued-jobs 100000\n"
-    "          --job-retention 10000 --sse-queue 1024 --log-level info\n";
+    "          --max-jobs-per-tenant 10000 --assignment-lease-s 30 --job-retention 10000\n"
+    "          --output-memory-mb 64 --sse-queue 1024 --max-event-streams 256\n"
+    "          --max-connections 10000 --max-connections-per-ip 64\n"
+    "          --trusted-proxies 127.0.0.1 --idle-timeout-s 60 --log-level info\n"
+    "--insecure-no-auth lets every request in as an admin; it refuses a non-loopback --listen.\n";
 
 static void defaults(struct config *cfg)
 {
@@ -41,6 +56,15 @@ static void defaults(struct config *cfg)
     cfg->publish_interval_ms = 250;
     cfg->sse_queue = 1024;
     cfg->log_level = LOG_INFO;
+    cfg->max_connections = 10000;
+    cfg->max_connections_per_ip = 64;
+    cfg->ntrusted = 1;
+    inet_pton(AF_INET, "127.0.0.1", &cfg->trusted_proxies[0]);
+    cfg->idle_timeout_s = 60;
+    cfg->max_event_streams = 256;
+    cfg->sched.max_jobs_per_tenant = 10000;
+    cfg->sched.assignment_lease = 30;
+    cfg->sched.output_budget = (size_t) 64 << 20;
     cfg->sched.heartbeat_timeout = 10;
     cfg->sched.worker_timeout = 30;
     cfg->sched.max_tenants = 1000;
@@ -88,9 +112,38 @@ static int parse_listen(struct config *cfg, const char *s)
     return 0;
 }
 
+/* ADDR[,ADDR...]: IPv4 addresses; "" for none. */
+static int parse_proxies(struct config *cfg, const char *s)
+{
+    char list[CONFIG_TRUSTED_PROXIES_MAX * 16 + 1];
+    if (strlen(s) >= sizeof list)
+        return -1;
+    strcpy(list, s);
+    cfg->ntrusted = 0;
+    for (char *save = NULL, *a = strtok_r(list, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
+        if (cfg->ntrusted == CONFIG_TRUSTED_PROXIES_MAX
+            || inet_pton(AF_INET, a, &cfg->trusted_proxies[cfg->ntrusted]) != 1)
+            return -1;
+        cfg->ntrusted++;
+    }
+    return 0;
+}
+
+static int parse_bool(const char *s, int *out)
+{
+    if (strcmp(s, "true") == 0 || strcmp(s, "1") == 0)
+        *out = 1;
+    else if (strcmp(s, "false") == 0 || strcmp(s, "0") == 0)
+        *out = 0;
+    else
+        return -1;
+    return 0;
+}
+
 /* Applies one setting given as text; returns 0 or -1. */
 static int set(struct config *cfg, enum key k, const char *v)
 {
+    uint32_t n;
     switch (k) {
     case K_LISTEN:
         return parse_listen(cfg, v);
@@ -119,6 +172,32 @@ static int set(struct config *cfg, enum key k, const char *v)
         if (log_level_parse(v) < 0)
             return -1;
         cfg->log_level = log_level_parse(v);
+        return 0;
+    case K_TOKENS:
+        if (!*v || strlen(v) >= sizeof cfg->tokens)
+            return -1;
+        strcpy(cfg->tokens, v);
+        return 0;
+    case K_INSECURE_NO_AUTH:
+        return parse_bool(v, &cfg->insecure_no_auth);
+    case K_MAX_CONNECTIONS:
+        return parse_uint(v, 16, 1000000, &cfg->max_connections);
+    case K_MAX_CONNECTIONS_PER_IP:
+        return parse_uint(v, 1, 1000000, &cfg->max_connections_per_ip);
+    case K_TRUSTED_PROXIES:
+        return parse_proxies(cfg, v);
+    case K_IDLE_TIMEOUT_S:
+        return parse_uint(v, 1, 86400, &cfg->idle_timeout_s);
+    case K_MAX_EVENT_STREAMS:
+        return parse_uint(v, 1, 1000000, &cfg->max_event_streams);
+    case K_MAX_JOBS_PER_TENANT:
+        return parse_uint(v, 1, 100000000, &cfg->sched.max_jobs_per_tenant);
+    case K_ASSIGNMENT_LEASE_S:
+        return parse_seconds(v, &cfg->sched.assignment_lease);
+    case K_OUTPUT_MEMORY_MB:
+        if (parse_uint(v, 0, 1024 * 1024, &n) < 0)
+            return -1;
+        cfg->sched.output_budget = (size_t) n << 20;
         return 0;
     default:
         return -1;
@@ -149,6 +228,8 @@ static int load_file(struct config *cfg, const char *path)
             snprintf(text, sizeof text, "%lld", (long long) json_integer_value(value));
         else if (json_is_real(value))
             snprintf(text, sizeof text, "%.17g", json_real_value(value));
+        else if (json_is_boolean(value))
+            snprintf(text, sizeof text, "%s", json_is_true(value) ? "true" : "false");
         else
             text[0] = '\0';
         if (k < 0 || !text[0] || set(cfg, (enum key) k, text) < 0) {
@@ -172,7 +253,9 @@ int config_load(struct config *cfg, int argc, char **argv, const char *version)
         for (char *c = names[k]; *c; c++)
             if (*c == '_')
                 *c = '-';
-        opts[k] = (struct option) { names[k], required_argument, NULL, k };
+        opts[k] = (struct option) { names[k], k == K_INSECURE_NO_AUTH ? no_argument
+                                                                      : required_argument,
+                                    NULL, k };
     }
     opts[K_COUNT] = (struct option) { "config", required_argument, NULL, O_CONFIG };
     opts[K_COUNT + 1] = (struct option) { "help", no_argument, NULL, O_HELP };
@@ -198,9 +281,10 @@ int config_load(struct config *cfg, int argc, char **argv, const char *version)
             printf("hodei-scheduler %s\n", version);
             return 1;
         }
-        if (c < 0 || c >= K_COUNT || set(cfg, (enum key) c, optarg) < 0) {
+        if (c < 0 || c >= K_COUNT || set(cfg, (enum key) c, optarg ? optarg : "true") < 0) {
             if (c >= 0 && c < K_COUNT)
-                fprintf(stderr, "hodei-scheduler: bad value for --%s: %s\n", names[c], optarg);
+                fprintf(stderr, "hodei-scheduler: bad value for --%s: %s\n", names[c],
+                        optarg ? optarg : "");
             fputs(usage, stderr);
             return -1;
         }
@@ -212,6 +296,23 @@ int config_load(struct config *cfg, int argc, char **argv, const char *version)
     if (cfg->sched.worker_timeout <= cfg->sched.heartbeat_timeout) {
         fprintf(stderr, "hodei-scheduler: worker_timeout_s must be longer than "
                         "heartbeat_timeout_s\n");
+        return -1;
+    }
+    struct in_addr listen;
+    inet_pton(AF_INET, cfg->listen_host, &listen);
+    if (cfg->insecure_no_auth && cfg->tokens[0]) {
+        fprintf(stderr, "hodei-scheduler: --tokens and --insecure-no-auth exclude each other\n");
+        return -1;
+    }
+    if (cfg->insecure_no_auth && (ntohl(listen.s_addr) >> 24) != 127) {
+        fprintf(stderr, "hodei-scheduler: --insecure-no-auth serves loopback only; %s is not a "
+                        "loopback address\n", cfg->listen_host);
+        return -1;
+    }
+    if (!cfg->insecure_no_auth && !cfg->tokens[0]) {
+        fprintf(stderr, "hodei-scheduler: no tokens file: give --tokens FILE (create tokens "
+                        "with: hodeictl token create --tokens FILE ...), or --insecure-no-auth "
+                        "on loopback\n");
         return -1;
     }
     return 0;

@@ -6,8 +6,11 @@
 #ifndef HODEI_CORE_CONFIG_H
 #define HODEI_CORE_CONFIG_H
 
+#include <netinet/in.h>
 #include <stdint.h>
 #include "scheduler.h"
+
+#define CONFIG_TRUSTED_PROXIES_MAX 16
 
 struct config {
     char     listen_host[64];     /* IPv4 address */
@@ -16,6 +19,16 @@ struct config {
     unsigned publish_interval_ms;
     unsigned sse_queue;           /* events an SSE client may have waiting */
     int      log_level;
+    /* access (DESIGN §9) */
+    char     tokens[4096];        /* the tokens file, "" with insecure_no_auth */
+    int      insecure_no_auth;    /* every request is admin: loopback only */
+    /* per-client resources */
+    unsigned max_connections;     /* open connections overall */
+    unsigned max_connections_per_ip;   /* from one address, trusted proxies exempt */
+    unsigned ntrusted;
+    struct in_addr trusted_proxies[CONFIG_TRUSTED_PROXIES_MAX];
+    unsigned idle_timeout_s;      /* a connection with no traffic for this long is closed */
+    unsigned max_event_streams;   /* open GET /events streams overall */
     struct sched_config sched;
 };
 

@@ -1,9 +1,9 @@
 # core/: the hodei-scheduler daemon, its unit tests and its benchmarks' programs.
 
-CORE_LIBS   := -lmicrohttpd -ljansson -lurcu-bp -lurcu-cds -lurcu-common -lm -lpthread
+CORE_LIBS   := -lmicrohttpd -ljansson -lurcu-bp -lurcu-cds -lurcu-common -lcrypto -lm -lpthread
 CORE_CFLAGS := $(HODEI_CFLAGS) -Icore -DHODEI_VERSION='"$(VERSION)"'
 # The scheduler logic without HTTP: linked into the daemon, the unit tests and the bench.
-CORE_LOGIC  := capindex heap scheduler request json bus log
+CORE_LOGIC  := alloc capindex heap scheduler request json bus log token auth
 CORE_DAEMON := config engine metrics api main
 # The durable store (store.h) on SQLite, linked wherever the logic is.
 CORE_LOGIC  += store_sqlite

@@ -3,6 +3,8 @@
 
 #include <stdlib.h>
 
+#include "alloc.h"
+
 static size_t *slot_of(const struct heap *h, void *e)
 {
     return (size_t *) ((char *) e + h->slot_offset);
@@ -48,9 +50,7 @@ void heap_push(struct heap *h, void *e)
 {
     if (h->n == h->cap) {
         h->cap = h->cap ? h->cap * 2 : 8;
-        h->v = realloc(h->v, h->cap * sizeof *h->v);
-        if (!h->v)
-            abort();
+        h->v = xrealloc(h->v, h->cap * sizeof *h->v);
     }
     set(h, h->n++, e);
     up(h, h->n - 1);

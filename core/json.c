@@ -18,7 +18,7 @@ json_t *job_json(const struct job *j, const struct job_status *st)
     char id[24];
     snprintf(id, sizeof id, "%llu", (unsigned long long) j->id);
     return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:i, s:I, s:I, s:I, s:s, s:o, s:o, s:o,"
-                     " s:f, s:o, s:o, s:o}",
+                     " s:f, s:o, s:o, s:o, s:o}",
         "id", id,
         "tenant_id", j->tenant_id,
         "name", j->name,
@@ -37,7 +37,8 @@ json_t *job_json(const struct job *j, const struct job_status *st)
         "submitted_at", j->submitted_at,
         "assigned_at", time_or_null(st->assigned_at),
         "started_at", time_or_null(st->started_at),
-        "finished_at", time_or_null(st->finished_at));
+        "finished_at", time_or_null(st->finished_at),
+        "output_bytes", st->output_bytes >= 0 ? json_integer(st->output_bytes) : json_null());
 }
 
 json_t *worker_json(const struct worker *w)

@@ -143,6 +143,11 @@ size_t metrics_build(const struct sched *s, const struct bus_counters *bus, cons
             hodei_builder_scalar(&b, labels, start, (double) n);
         }
     }
+    hodei_builder_family(&b, HODEI_F_API_AUTH_FAILURES_TOTAL);
+    for (int r = 0; r < HODEI_AUTH_COUNT; r++) {
+        const char *labels[1] = { hodei_auth_failure_names[r] };
+        hodei_builder_scalar(&b, labels, start, (double) counter_load(&m->auth_failures[r]));
+    }
     rcu_read_unlock();
     return hodei_builder_finish(&b);
 }
@@ -214,9 +219,7 @@ static void *publisher_main(void *arg)
     clock_gettime(CLOCK_MONOTONIC, &next);
     pthread_mutex_lock(&p->lock);
     while (!p->stop) {
-        long ns = next.tv_nsec + (long) p->interval_ms * 1000000;
-        next.tv_sec += ns / 1000000000;
-        next.tv_nsec = ns % 1000000000;
+        hodei_timespec_add_ms(&next, p->interval_ms);
         while (!p->stop && pthread_cond_timedwait(&p->cond, &p->lock, &next) == 0)
             ;
         if (p->stop)
@@ -257,11 +260,7 @@ int metrics_start(struct metrics_publisher *p, const char *path, const struct sc
     }
     p->sub = bus_subscribe(bus, AGGREGATOR_QUEUE, 0);
     pthread_mutex_init(&p->lock, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->cond, &attr);
-    pthread_condattr_destroy(&attr);
+    hodei_cond_init_monotonic(&p->cond);
     publish(p, 1);   /* every family present from the start */
     if (pthread_create(&p->thread, NULL, publisher_main, p) != 0) {
         log_error("cannot start the metrics thread");

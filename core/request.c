@@ -3,10 +3,13 @@
 
 #include <errno.h>
 #include <math.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "alloc.h"
 
 static int fail(struct req_error *err, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -154,7 +157,7 @@ int req_job_spec(json_t *body, struct job_spec *out, struct req_error *err)
     const char *name, *command;
     long long cpu, mem, prio, timeout, retries;
     if (only_fields(body, fields, err) < 0
-        || id_field(body, "tenant_id", 1, out->tenant_id, err) < 0
+        || id_field(body, "tenant_id", 0, out->tenant_id, err) < 0
         || string_field(body, "command", 1, 1, SCHED_COMMAND_MAX, &command, err) < 0
         || string_field(body, "name", 0, 0, SCHED_NAME_MAX, &name, err) < 0
         || int_field(body, "cpu_m", 0, 1, 1000000, 100, &cpu, err) < 0
@@ -220,16 +223,54 @@ int req_heartbeat(json_t *body, double *cpu_usage_percent, double *memory_usage_
     return 0;
 }
 
+/* The output's tail: base64 (RFC 4648, padded) of at most HODEI_OUTPUT_TAIL bytes. */
+static int output_field(json_t *body, struct req_report *out, struct req_error *err)
+{
+    const char *b64;
+    long long total;
+    size_t max_b64 = 4 * ((HODEI_OUTPUT_TAIL + 2) / 3);
+    out->has_output = json_object_get(body, "output") != NULL;
+    if (string_field(body, "output", 0, 0, max_b64, &b64, err) < 0)
+        return -1;
+    if (!out->has_output) {
+        if (json_object_get(body, "output_bytes"))
+            return fail(err, "bad_field", "'output_bytes' comes with 'output'");
+        return 0;
+    }
+    size_t n = strlen(b64);
+    size_t pad = n >= 1 && b64[n - 1] == '=' ? (n >= 2 && b64[n - 2] == '=' ? 2 : 1) : 0;
+    unsigned char *tail = xmalloc(n / 4 * 3 + 1);
+    out->output.tail = tail;
+    out->output.len = 0;
+    int len = n % 4 == 0 ? EVP_DecodeBlock(tail, (const unsigned char *) b64, (int) n) : -1;
+    if (len < 0 || strspn(b64, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+                       != n - pad || (size_t) len - pad > HODEI_OUTPUT_TAIL)
+        return fail(err, "bad_field", "'output' must be the base64 of at most %d bytes",
+                    HODEI_OUTPUT_TAIL);
+    out->output.len = (size_t) len - pad;
+    if (int_field(body, "output_bytes", 1, (long long) out->output.len, 1LL << 53, 0, &total,
+                  err) < 0)
+        return -1;
+    out->output.total = (uint64_t) total;
+    return 0;
+}
+
 int req_report(json_t *body, enum req_report_kind kind, struct req_report *out,
                struct req_error *err)
 {
     static const char *const start_fields[] = { "worker_id", NULL };
-    static const char *const succeed_fields[] = { "worker_id", "exit_code", NULL };
-    static const char *const fail_fields[] = { "worker_id", "exit_code", "error_type", NULL };
+    static const char *const succeed_fields[] = { "worker_id", "exit_code", "output",
+                                                  "output_bytes", NULL };
+    static const char *const fail_fields[] = { "worker_id", "exit_code", "error_type", "output",
+                                               "output_bytes", NULL };
     const char *const *fields = kind == REQ_START ? start_fields
                               : kind == REQ_SUCCEED ? succeed_fields : fail_fields;
     long long code;
-    if (only_fields(body, fields, err) < 0 || id_field(body, "worker_id", 1, out->worker_id, err) < 0)
+    memset(out, 0, sizeof *out);
+    if (only_fields(body, fields, err) < 0
+        || id_field(body, "worker_id", 0, out->worker_id, err) < 0)
+        return -1;
+    if (kind != REQ_START && output_field(body, out, err) < 0)
         return -1;
     out->has_exit_code = json_object_get(body, "exit_code") != NULL;
     if (int_field(body, "exit_code", 0, INT32_MIN, INT32_MAX, 0, &code, err) < 0)
@@ -248,4 +289,11 @@ int req_report(json_t *body, enum req_report_kind kind, struct req_report *out,
         out->error_type = (enum hodei_error_type) t;
     }
     return 0;
+}
+
+void req_report_free(struct req_report *r)
+{
+    free((void *) r->output.tail);
+    r->output.tail = NULL;
+    r->has_output = 0;
 }

@@ -4,19 +4,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include "alloc.h"
+#include "hodei_clock.h"
 
 const char *const job_state_names[JOB_STATE_COUNT] = {
     "queued", "assigned", "running", "succeeded", "failed", "cancelled" };
 
 /* ---- small helpers ------------------------------------------------------------------- */
-
-static double mono_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
-}
 
 /* Counters have one writer (this thread) and readers on the metrics thread. */
 static inline void counter_add(uint64_t *p, int64_t v)
@@ -45,6 +40,12 @@ static void histogram_observe(struct sched_histogram *h, double v)
     gauge_store(&h->sum, h->sum + v);
 }
 
+void sched_count_auth_failure(struct sched *s, enum hodei_auth_failure why)
+{
+    __atomic_fetch_add(&s->m.auth_failures[why], 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&s->changes, 1, __ATOMIC_RELAXED);
+}
+
 void sched_histogram_read(const struct sched_histogram *h, struct sched_histogram *out)
 {
     out->bounds = h->bounds;
@@ -70,15 +71,27 @@ static unsigned long hash_u64(uint64_t x)
     return (unsigned long) x;
 }
 
+/* The node of table matching key, or NULL; the caller's RCU read section (if any) keeps it. */
+static struct cds_lfht_node *find(struct cds_lfht *table, unsigned long hash,
+                                  cds_lfht_match_fct match, const void *key)
+{
+    struct cds_lfht_iter it;
+    rcu_read_lock();
+    cds_lfht_lookup(table, hash, match, key, &it);
+    struct cds_lfht_node *node = cds_lfht_iter_get_node(&it);
+    rcu_read_unlock();
+    return node;
+}
+
 static double wall(const struct sched *s, double now)
 {
     return now + s->wall_offset;
 }
 
-/* Something a snapshot shows changed. */
+/* Something a snapshot shows changed.  API threads bump it too (auth failures). */
 static void touch(struct sched *s)
 {
-    counter_add(&s->changes, 1);
+    __atomic_fetch_add(&s->changes, 1, __ATOMIC_RELAXED);
 }
 
 static void emit(struct sched *s, enum hodei_event_type type, const struct job *j,
@@ -149,9 +162,7 @@ static int match_tenant(struct cds_lfht_node *node, const void *key)
 
 static struct tenant *tenant_new(struct sched *s, const char *id, double now)
 {
-    struct tenant *t = calloc(1, sizeof *t);
-    if (!t)
-        abort();
+    struct tenant *t = xcalloc(1, sizeof *t);
     strcpy(t->id, id);
     t->created = wall(s, now);
     CDS_INIT_LIST_HEAD(&t->levels);
@@ -166,9 +177,7 @@ static struct tenant *tenant_new(struct sched *s, const char *id, double now)
  * shared __overflow__ tenant (metrics and fair share both fold). */
 static struct tenant *tenant_for(struct sched *s, const char *id, double now)
 {
-    struct cds_lfht_iter it;
-    cds_lfht_lookup(s->tenant_table, hash_string(id), match_tenant, id, &it);
-    struct cds_lfht_node *node = cds_lfht_iter_get_node(&it);
+    struct cds_lfht_node *node = find(s->tenant_table, hash_string(id), match_tenant, id);
     if (node)
         return caa_container_of(node, struct tenant, node);
     uint32_t named = s->ntenants - (s->overflow ? 1 : 0);
@@ -186,6 +195,46 @@ static void tenant_count(struct sched *s, struct tenant *t, uint64_t *counter,
     counter_add(counter, 1);
     if (t == s->overflow)
         counter_add(&s->m.label_overflow[f], 1);
+}
+
+/* ---- unfinished jobs per tenant id ---------------------------------------------------- */
+
+/* Counted by the exact id, not the (maybe folded) metrics tenant: past max_tenants every
+ * tenant keeps its own limit.  An entry lives while its tenant has unfinished jobs. */
+struct tenant_quota {
+    struct cds_lfht_node node;
+    struct rcu_head rcu;
+    uint32_t unfinished;
+    char     id[HODEI_ID_MAX + 1];
+};
+
+static int match_quota(struct cds_lfht_node *node, const void *key)
+{
+    return strcmp(caa_container_of(node, struct tenant_quota, node)->id, key) == 0;
+}
+
+static struct tenant_quota *quota_find(struct sched *s, const char *id)
+{
+    struct cds_lfht_node *node = find(s->quotas, hash_string(id), match_quota, id);
+    return node ? caa_container_of(node, struct tenant_quota, node) : NULL;
+}
+
+static void free_quota_rcu(struct rcu_head *head)
+{
+    free(caa_container_of(head, struct tenant_quota, rcu));
+}
+
+/* One unfinished job less for the job's tenant id. */
+static void quota_release(struct sched *s, struct job *j)
+{
+    struct tenant_quota *q = j->quota;
+    j->quota = NULL;
+    if (--q->unfinished == 0) {
+        rcu_read_lock();
+        cds_lfht_del(s->quotas, &q->node);
+        rcu_read_unlock();
+        call_rcu(&q->rcu, free_quota_rcu);
+    }
 }
 
 /* ---- the queue: per priority level, a heap of tenants, each a FIFO of jobs ------------ */
@@ -237,9 +286,7 @@ static void queue_insert(struct sched *s, struct job *j, double now)
         }
     int fresh = !tl;
     if (fresh) {
-        tl = calloc(1, sizeof *tl);
-        if (!tl)
-            abort();
+        tl = xcalloc(1, sizeof *tl);
         tl->tenant = j->tenant;
         tl->level = level;
         CDS_INIT_LIST_HEAD(&tl->jobs);
@@ -288,7 +335,7 @@ static struct job *queue_head(const struct sched *s)
     return NULL;
 }
 
-/* ---- job timeouts: a min-heap on deadline --------------------------------------------- */
+/* ---- leases and timeouts: a min-heap on deadline ----------------------------------------- */
 
 /* Earlier deadline first. */
 static int deadline_less(const void *a, const void *b)
@@ -305,6 +352,7 @@ static int match_job(struct cds_lfht_node *node, const void *key)
 
 static void free_job(struct job *j)
 {
+    free(j->output);
     free(j->name);
     free(j->command);
     free(j);
@@ -317,11 +365,7 @@ static void free_job_rcu(struct rcu_head *head)
 
 struct job *sched_job(struct sched *s, uint64_t id)
 {
-    struct cds_lfht_iter it;
-    rcu_read_lock();
-    cds_lfht_lookup(s->jobs, hash_u64(id), match_job, &id, &it);
-    struct cds_lfht_node *node = cds_lfht_iter_get_node(&it);
-    rcu_read_unlock();
+    struct cds_lfht_node *node = find(s->jobs, hash_u64(id), match_job, &id);
     return node ? caa_container_of(node, struct job, node) : NULL;
 }
 
@@ -348,6 +392,10 @@ static void assign(struct sched *s, struct job *j, struct worker *w, double now)
     strcpy(j->st.worker_id, w->id);
     j->st.assigned_at = wall(s, now);
     status_end(j);
+    if (s->cfg.assignment_lease > 0) {
+        j->deadline_mono = now + s->cfg.assignment_lease;
+        heap_push(&s->deadlines, j);
+    }
     tenant_count(s, j->tenant, &j->tenant->scheduled, HODEI_F_JOBS_SCHEDULED_TOTAL);
     histogram_observe(&s->m.queue_wait, now - j->queued_mono);
     emit(s, HODEI_EV_JOB_ASSIGNED, j, w);
@@ -363,11 +411,40 @@ static void release(struct sched *s, struct job *j, double now)
     cds_list_del(&j->worker_link);
     j->worker = NULL;
     tenant_active_add(s, j->tenant, -1);
-    if (j->timeout_slot != HEAP_NONE)
-        heap_remove(&s->timeouts, j);
+    if (j->deadline_slot != HEAP_NONE)
+        heap_remove(&s->deadlines, j);
     if (j->st.state == JOB_RUNNING)
         histogram_observe(&s->m.job_duration, now - j->started_mono);
     s->capacity_epoch++;
+}
+
+static void output_drop(struct sched *s, struct job *j)
+{
+    if (!j->output)
+        return;
+    cds_list_del(&j->output_link);
+    s->output_bytes -= j->output_len;
+    free(j->output);
+    j->output = NULL;
+    j->output_len = 0;
+}
+
+/* Keeps what an agent reported a job wrote, within the overall budget (oldest out first). */
+static void output_keep(struct sched *s, struct job *j, const struct job_output *out)
+{
+    output_drop(s, j);
+    status_begin(j);
+    j->st.output_bytes = out ? (int64_t) out->total : -1;
+    status_end(j);
+    if (!out || out->len > s->cfg.output_budget)
+        return;
+    while (s->output_bytes + out->len > s->cfg.output_budget)
+        output_drop(s, cds_list_first_entry(&s->outputs, struct job, output_link));
+    j->output = xmalloc(out->len);
+    memcpy(j->output, out->tail, out->len);
+    j->output_len = out->len;
+    s->output_bytes += out->len;
+    cds_list_add_tail(&j->output_link, &s->outputs);
 }
 
 static void retire(struct sched *s, struct job *j)
@@ -375,11 +452,13 @@ static void retire(struct sched *s, struct job *j)
     cds_list_add_tail(&j->done_link, &s->finished);
     s->nfinished++;
     s->nunfinished--;
+    quota_release(s, j);
     while (s->nfinished > s->cfg.job_retention) {
         struct job *old = cds_list_first_entry(&s->finished, struct job, done_link);
         cds_list_del(&old->done_link);
         cds_list_del(&old->order_link);
         s->nfinished--;
+        output_drop(s, old);
         rcu_read_lock();
         cds_lfht_del(s->jobs, &old->node);
         rcu_read_unlock();
@@ -412,18 +491,21 @@ static void record_decision(struct sched *s, enum hodei_decision d, double secon
     histogram_observe(&s->m.scheduling_latency, seconds);
 }
 
-/* Puts a job that lost its attempt back in the queue: a requeued decision. */
-static void requeue(struct sched *s, struct job *j, double now)
+/* Puts a job that lost its attempt back in the queue: a requeued decision.  began: whether
+ * the attempt counts (it does unless it never started). */
+static void requeue(struct sched *s, struct job *j, int began, double now)
 {
-    double t0 = mono_seconds();
+    double t0 = hodei_mono();
     status_begin(j);
     set_state(s, j, JOB_QUEUED);
+    if (!began)
+        j->st.attempts--;
     j->st.worker_id[0] = '\0';
     j->st.assigned_at = j->st.started_at = 0;
     status_end(j);
     queue_insert(s, j, now);
     emit(s, HODEI_EV_JOB_REQUEUED, j, NULL);
-    record_decision(s, HODEI_DECISION_REQUEUED, mono_seconds() - t0);
+    record_decision(s, HODEI_DECISION_REQUEUED, hodei_mono() - t0);
 }
 
 /* The end of an attempt that did not succeed: again, or failed for good. */
@@ -432,7 +514,7 @@ static void attempt_failed(struct sched *s, struct job *j, enum hodei_error_type
 {
     release(s, j, now);
     if (error_type != HODEI_ERR_CANCELLED && j->st.attempts <= j->max_retries)
-        requeue(s, j, now);
+        requeue(s, j, 1, now);
     else
         finish(s, j, JOB_FAILED, error_type, has_exit_code, exit_code, now, HODEI_EV_JOB_FAILED);
 }
@@ -442,15 +524,24 @@ enum sched_rc sched_submit(struct sched *s, const struct job_spec *spec, double 
 {
     if (s->nunfinished >= s->cfg.max_jobs)
         return SCHED_FULL;
-    struct job *j = calloc(1, sizeof *j);
-    if (!j)
-        abort();
+    struct tenant_quota *q = quota_find(s, spec->tenant_id);
+    if (q && s->cfg.max_jobs_per_tenant && q->unfinished >= s->cfg.max_jobs_per_tenant)
+        return SCHED_TENANT_FULL;
+    if (!q) {
+        q = xcalloc(1, sizeof *q);
+        strcpy(q->id, spec->tenant_id);
+        cds_lfht_node_init(&q->node);
+        rcu_read_lock();
+        cds_lfht_add(s->quotas, hash_string(q->id), &q->node);
+        rcu_read_unlock();
+    }
+    q->unfinished++;
+    struct job *j = xcalloc(1, sizeof *j);
+    j->quota = q;
     j->id = s->next_job_id++;
     strcpy(j->tenant_id, spec->tenant_id);
-    j->name = strdup(spec->name);
-    j->command = strdup(spec->command);
-    if (!j->name || !j->command)
-        abort();
+    j->name = xstrdup(spec->name);
+    j->command = xstrdup(spec->command);
     j->cpu_m = spec->cpu_m;
     j->memory_mb = spec->memory_mb;
     j->priority = spec->priority;
@@ -459,7 +550,8 @@ enum sched_rc sched_submit(struct sched *s, const struct job_spec *spec, double 
     j->submitted_at = wall(s, now);
     j->st.state = JOB_QUEUED;
     j->st.error_type = -1;
-    j->timeout_slot = HEAP_NONE;
+    j->st.output_bytes = -1;
+    j->deadline_slot = HEAP_NONE;
     rcu_read_lock();
     j->tenant = tenant_for(s, spec->tenant_id, now);
     cds_lfht_node_init(&j->node);
@@ -527,16 +619,19 @@ enum sched_rc sched_start(struct sched *s, uint64_t id, const char *worker_id, d
     j->st.started_at = wall(s, now);
     status_end(j);
     j->started_mono = now;
+    j->worker->lease_strikes = 0;
+    if (j->deadline_slot != HEAP_NONE)
+        heap_remove(&s->deadlines, j);
     if (j->timeout_s) {
         j->deadline_mono = now + j->timeout_s;
-        heap_push(&s->timeouts, j);
+        heap_push(&s->deadlines, j);
     }
     emit(s, HODEI_EV_JOB_STARTED, j, NULL);
     return SCHED_OK;
 }
 
 enum sched_rc sched_succeed(struct sched *s, uint64_t id, const char *worker_id, int exit_code,
-                            double now, struct job **out)
+                            const struct job_output *output, double now, struct job **out)
 {
     struct job *j = NULL;
     enum sched_rc rc = worker_job(s, id, worker_id, JOB_RUNNING, JOB_RUNNING, &j);
@@ -544,6 +639,7 @@ enum sched_rc sched_succeed(struct sched *s, uint64_t id, const char *worker_id,
         *out = j;
     if (rc != SCHED_OK)
         return rc;
+    output_keep(s, j, output);
     release(s, j, now);
     finish(s, j, JOB_SUCCEEDED, -1, 1, exit_code, now, HODEI_EV_JOB_SUCCEEDED);
     return SCHED_OK;
@@ -551,7 +647,7 @@ enum sched_rc sched_succeed(struct sched *s, uint64_t id, const char *worker_id,
 
 enum sched_rc sched_fail(struct sched *s, uint64_t id, const char *worker_id,
                          enum hodei_error_type error_type, int has_exit_code, int exit_code,
-                         double now, struct job **out)
+                         const struct job_output *output, double now, struct job **out)
 {
     struct job *j = NULL;
     enum sched_rc rc = worker_job(s, id, worker_id, JOB_ASSIGNED, JOB_RUNNING, &j);
@@ -559,6 +655,7 @@ enum sched_rc sched_fail(struct sched *s, uint64_t id, const char *worker_id,
         *out = j;
     if (rc != SCHED_OK)
         return rc;
+    output_keep(s, j, output);
     attempt_failed(s, j, error_type, has_exit_code, exit_code, now);
     return SCHED_OK;
 }
@@ -586,12 +683,20 @@ static void free_worker_rcu(struct rcu_head *head)
 
 struct worker *sched_worker(struct sched *s, const char *worker_id)
 {
-    struct cds_lfht_iter it;
-    rcu_read_lock();
-    cds_lfht_lookup(s->workers, hash_string(worker_id), match_worker, worker_id, &it);
-    struct cds_lfht_node *node = cds_lfht_iter_get_node(&it);
-    rcu_read_unlock();
+    struct cds_lfht_node *node = find(s->workers, hash_string(worker_id), match_worker, worker_id);
     return node ? caa_container_of(node, struct worker, node) : NULL;
+}
+
+static int match_session(struct cds_lfht_node *node, const void *key)
+{
+    return strcmp(caa_container_of(node, struct worker, session_node)->session.id, key) == 0;
+}
+
+struct worker *sched_session(struct sched *s, const char *session_id)
+{
+    struct cds_lfht_node *node = find(s->sessions, hash_string(session_id), match_session,
+                                      session_id);
+    return node ? caa_container_of(node, struct worker, session_node) : NULL;
 }
 
 enum sched_rc sched_register(struct sched *s, const struct worker_spec *spec, double now,
@@ -614,19 +719,16 @@ enum sched_rc sched_register(struct sched *s, const struct worker_spec *spec, do
             snprintf(id, sizeof id, "w-%llu", (unsigned long long) ++s->next_worker_name);
         while (sched_worker(s, id));
     }
-    struct worker *w = calloc(1, sizeof *w);
-    if (!w)
-        abort();
+    struct worker *w = xcalloc(1, sizeof *w);
     strcpy(w->id, id);
+    w->session = spec->session;
     w->seq = ++s->next_worker_seq;
     w->cpu_m = w->free_cpu_m = spec->cpu_m;
     w->memory_mb = w->free_memory_mb = spec->memory_mb;
     w->nlabels = spec->nlabels;
     for (unsigned i = 0; i < spec->nlabels; i++) {
-        w->labels[i].key = strdup(spec->labels[i].key);
-        w->labels[i].value = strdup(spec->labels[i].value);
-        if (!w->labels[i].key || !w->labels[i].value)
-            abort();
+        w->labels[i].key = xstrdup(spec->labels[i].key);
+        w->labels[i].value = xstrdup(spec->labels[i].value);
     }
     w->registered_at = w->last_heartbeat = wall(s, now);
     w->last_heartbeat_mono = now;
@@ -637,6 +739,10 @@ enum sched_rc sched_register(struct sched *s, const struct worker_spec *spec, do
     rcu_read_lock();
     cds_lfht_node_init(&w->node);
     cds_lfht_add(s->workers, hash_string(w->id), &w->node);
+    if (w->session.id[0]) {
+        cds_lfht_node_init(&w->session_node);
+        cds_lfht_add(s->sessions, hash_string(w->session.id), &w->session_node);
+    }
     rcu_read_unlock();
     counter_add(&s->m.workers_total, 1);
     counter_add(&s->m.workers_healthy, 1);
@@ -673,7 +779,7 @@ enum sched_rc sched_heartbeat(struct sched *s, const char *worker_id, double cpu
     w->last_heartbeat_mono = now;
     w->last_heartbeat = wall(s, now);
     touch(s);
-    if (!w->healthy) {
+    if (!w->healthy && now >= w->quarantined_until) {
         set_healthy(s, w, 1);
         emit(s, HODEI_EV_WORKER_RECOVERED, NULL, w);
     }
@@ -689,6 +795,8 @@ static void worker_remove(struct sched *s, struct worker *w, double now)
     cap_index_remove(&s->total_index, &w->total_node);
     rcu_read_lock();
     cds_lfht_del(s->workers, &w->node);
+    if (w->session.id[0])
+        cds_lfht_del(s->sessions, &w->session_node);
     rcu_read_unlock();
     counter_add(&s->m.workers_total, -1);
     s->capacity_epoch++;
@@ -698,6 +806,27 @@ static void worker_remove(struct sched *s, struct worker *w, double now)
         attempt_failed(s, j, HODEI_ERR_WORKER_LOST, 0, 0, now);
     }
     call_rcu(&w->rcu, free_worker_rcu);
+}
+
+/* An assigned job its worker did not start in time: back to the queue, without costing it a
+ * retry; the worker gets no job for a while (see scheduler.h). */
+static void lease_expired(struct sched *s, struct job *j, double now)
+{
+    struct worker *w = j->worker;
+    release(s, j, now);
+    requeue(s, j, 0, now);
+    if (now < w->quarantined_until)
+        return;   /* already serving its time: one strike per quarantine */
+    w->lease_strikes++;
+    double hold = s->cfg.assignment_lease;
+    for (uint32_t i = 1; i < w->lease_strikes && hold < 3600; i++)
+        hold *= 2;
+    w->quarantined_until = now + (hold < 3600 ? hold : 3600);
+    if (w->healthy) {
+        set_healthy(s, w, 0);
+        emit(s, HODEI_EV_WORKER_UNHEALTHY, NULL, w);
+    }
+    touch(s);
 }
 
 /* ---- placement and time --------------------------------------------------------------- */
@@ -711,7 +840,7 @@ unsigned sched_round(struct sched *s, double now)
         struct job *j = queue_head(s);
         if (!j || (j->id == s->blocked_job && s->blocked_epoch == s->capacity_epoch))
             break;
-        double t0 = mono_seconds();
+        double t0 = hodei_mono();
         enum hodei_decision d;
         struct cap_node *fit = cap_index_best_fit(&s->free_index, j->memory_mb, j->cpu_m);
         if (fit) {
@@ -727,7 +856,7 @@ unsigned sched_round(struct sched *s, double now)
             touch(s);
             d = HODEI_DECISION_NO_CAPACITY;
         }
-        record_decision(s, d, mono_seconds() - t0);
+        record_decision(s, d, hodei_mono() - t0);
         decisions++;
         if (d == HODEI_DECISION_NO_CAPACITY)
             break;
@@ -752,15 +881,18 @@ void sched_tick(struct sched *s, double now)
     }
     rcu_read_unlock();
     struct job *j;
-    while ((j = heap_top(&s->timeouts)) && j->deadline_mono <= now) {
-        attempt_failed(s, j, HODEI_ERR_TIMEOUT, 0, 0, now);
+    while ((j = heap_top(&s->deadlines)) && j->deadline_mono <= now) {
+        if (j->st.state == JOB_ASSIGNED)
+            lease_expired(s, j, now);
+        else
+            attempt_failed(s, j, HODEI_ERR_TIMEOUT, 0, 0, now);
     }
 }
 
 double sched_next_deadline(const struct sched *s, double now, double max_wait)
 {
     double wait = max_wait;
-    const struct job *j = heap_top(&s->timeouts);
+    const struct job *j = heap_top(&s->deadlines);
     if (j && j->deadline_mono - now < wait)
         wait = j->deadline_mono - now;
     return wait < 0 ? 0 : wait;
@@ -777,11 +909,14 @@ int sched_init(struct sched *s, const struct sched_config *cfg, double now_mono,
     s->workers = cds_lfht_new(1024, 1024, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
     s->tenant_table = cds_lfht_new(1024, 1024, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING,
                                    NULL);
-    s->tenants = calloc((size_t) cfg->max_tenants + 1, sizeof *s->tenants);
-    if (!s->jobs || !s->workers || !s->tenant_table || !s->tenants)
-        return -1;
+    s->sessions = cds_lfht_new(1024, 1024, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
+    s->quotas = cds_lfht_new(1024, 1024, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
+    if (!s->jobs || !s->workers || !s->tenant_table || !s->sessions || !s->quotas)
+        hodei_oom();
+    s->tenants = xcalloc((size_t) cfg->max_tenants + 1, sizeof *s->tenants);
     s->next_job_id = 1;
     CDS_INIT_LIST_HEAD(&s->all_jobs);
+    CDS_INIT_LIST_HEAD(&s->outputs);
     CDS_INIT_LIST_HEAD(&s->finished);
     cap_index_init(&s->free_index, 0x243f6a8885a308d3ull);
     cap_index_init(&s->total_index, 0x13198a2e03707344ull);
@@ -794,7 +929,7 @@ int sched_init(struct sched *s, const struct sched_config *cfg, double now_mono,
     histogram_init(&s->m.job_duration, HODEI_F_JOB_DURATION_SECONDS);
     for (int l = 0; l < SCHED_LEVELS; l++)
         s->levels[l] = HEAP_INIT(level_less, struct tenant_level, heap_slot);
-    s->timeouts = HEAP_INIT(deadline_less, struct job, timeout_slot);
+    s->deadlines = HEAP_INIT(deadline_less, struct job, deadline_slot);
     return 0;
 }
 
@@ -811,6 +946,12 @@ void sched_destroy(struct sched *s)
         cds_lfht_del(s->workers, node);
         call_rcu(&caa_container_of(node, struct worker, node)->rcu, free_worker_rcu);
     }
+    cds_lfht_for_each(s->sessions, &it, node)
+        cds_lfht_del(s->sessions, node);
+    cds_lfht_for_each(s->quotas, &it, node) {
+        cds_lfht_del(s->quotas, node);
+        call_rcu(&caa_container_of(node, struct tenant_quota, node)->rcu, free_quota_rcu);
+    }
     cds_lfht_for_each(s->tenant_table, &it, node)
         cds_lfht_del(s->tenant_table, node);
     rcu_read_unlock();
@@ -823,9 +964,11 @@ void sched_destroy(struct sched *s)
     }
     for (int l = 0; l < SCHED_LEVELS; l++)
         heap_free(&s->levels[l]);
-    heap_free(&s->timeouts);
+    heap_free(&s->deadlines);
     free(s->tenants);
     cds_lfht_destroy(s->jobs, NULL);
+    cds_lfht_destroy(s->sessions, NULL);
+    cds_lfht_destroy(s->quotas, NULL);
     cds_lfht_destroy(s->workers, NULL);
     cds_lfht_destroy(s->tenant_table, NULL);
 }

@@ -20,6 +20,14 @@
  *     its resources) or when the head is another job than the one last found blocked — so
  *     each no_capacity counts one real attempt, never a polling loop.
  *   - with no worker registered, no decision is made.
+ *
+ * Limits (sched_config): unfinished jobs overall (max_jobs) and per tenant id
+ * (max_jobs_per_tenant, counted by the exact id, also past max_tenants); an assigned job its
+ * worker does not start within assignment_lease goes back to the queue (a requeued decision
+ * that costs the job no retry) and its worker is quarantined: unhealthy, so it gets no new
+ * job, for lease × 2^(strikes-1) (at most an hour), strikes counting lease expiries since its
+ * last accepted start.  Job outputs (the tails agents report) are kept up to output_budget
+ * bytes overall, the oldest dropped first.
  */
 #ifndef HODEI_CORE_SCHEDULER_H
 #define HODEI_CORE_SCHEDULER_H
@@ -51,6 +59,7 @@ enum sched_rc {
     SCHED_NOT_FOUND,     /* 404 */
     SCHED_CONFLICT,      /* 409: illegal transition, duplicate id, not this worker's job */
     SCHED_FULL,          /* 429: queue limit or worker cap */
+    SCHED_TENANT_FULL,   /* 429: the tenant's own limit of unfinished jobs */
 };
 
 struct job_spec {
@@ -69,14 +78,23 @@ struct job_status {
     int8_t   error_type;         /* enum hodei_error_type, -1: none */
     uint8_t  has_exit_code;
     int32_t  exit_code;
-    uint32_t attempts;           /* placements so far */
+    uint32_t attempts;           /* placements so far, less those whose lease expired */
     char     worker_id[HODEI_ID_MAX + 1];   /* "" when none */
     double   assigned_at, started_at, finished_at;   /* unix seconds, 0: not yet */
+    int64_t  output_bytes;       /* bytes the last reported attempt wrote, -1: none reported */
 };
 
 struct tenant;
 struct worker;
 struct tenant_level;
+struct tenant_quota;
+
+/* What an agent reports a job wrote: the tail of its output and how much there was. */
+struct job_output {
+    const unsigned char *tail;
+    size_t   len;                /* <= HODEI_OUTPUT_TAIL */
+    uint64_t total;
+};
 
 struct job {
     struct cds_lfht_node node;   /* sched.jobs, keyed by id */
@@ -95,6 +113,7 @@ struct job {
     struct job_status st;
     /* engine-thread only */
     struct tenant *tenant;       /* the tenant it counts under (maybe __overflow__) */
+    struct tenant_quota *quota;  /* its tenant id's unfinished jobs, while unfinished */
     struct worker *worker;
     struct tenant_level *level;  /* while queued */
     struct cds_list_head queue_link;    /* tenant_level.jobs while queued */
@@ -103,16 +122,26 @@ struct job {
     struct cds_list_head done_link;     /* sched.finished while terminal */
     double   queued_mono;        /* when it last entered the queue (monotonic s) */
     double   started_mono;
-    double   deadline_mono;      /* running with a timeout: when it times out */
-    size_t   timeout_slot;       /* index in sched.timeouts, or HEAP_NONE */
+    double   deadline_mono;      /* assigned: its lease ends; running: it times out */
+    size_t   deadline_slot;      /* index in sched.deadlines, or HEAP_NONE */
+    unsigned char *output;       /* the reported tail while kept, else NULL */
+    size_t   output_len;
+    struct cds_list_head output_link;   /* sched.outputs while kept */
 };
 
 struct worker_label {
     char *key, *value;
 };
 
+/* A worker session: the credential its registration returned (token.h), by id and hash. */
+struct worker_session {
+    char          id[12 + 1];          /* "" : none (tests, --insecure-no-auth) */
+    unsigned char hash[32];
+};
+
 struct worker_spec {
     char     id[HODEI_ID_MAX + 1];   /* "" : generate "w-<n>" */
+    struct worker_session session;
     uint32_t cpu_m, memory_mb;
     unsigned nlabels;
     struct worker_label labels[SCHED_LABELS_MAX];   /* copied by sched_register */
@@ -127,11 +156,15 @@ struct worker {
     unsigned nlabels;
     struct worker_label labels[SCHED_LABELS_MAX];
     double   registered_at;      /* unix seconds; _created of its series */
+    struct worker_session session;
+    struct cds_lfht_node session_node;   /* sched.sessions, while it has one */
     /* engine-thread only */
     uint32_t free_cpu_m, free_memory_mb;
     int      healthy;
     double   last_heartbeat_mono;
     double   last_heartbeat;     /* unix seconds */
+    double   quarantined_until;  /* monotonic s: no job before (assignment lease expiries) */
+    uint32_t lease_strikes;      /* lease expiries since its last accepted start */
     struct cds_list_head jobs;   /* assigned and running, by assignment */
     struct cap_node free_node;   /* sched.free_index while healthy */
     struct cap_node total_node;  /* sched.total_index */
@@ -163,6 +196,9 @@ struct sched_config {
     uint32_t max_tenants;        /* distinct tenant series before __overflow__ */
     uint32_t max_workers;
     uint32_t max_jobs;           /* unfinished jobs (queued + assigned + running) */
+    uint32_t max_jobs_per_tenant;   /* unfinished jobs of one tenant id, 0: no limit */
+    double   assignment_lease;   /* s an assigned job may wait for its start, 0: forever */
+    size_t   output_budget;      /* bytes of job outputs kept overall */
     uint32_t job_retention;      /* finished jobs kept for GET */
     double   heartbeat_timeout;  /* s without heartbeat → unhealthy */
     double   worker_timeout;     /* s without heartbeat → removed */
@@ -178,6 +214,8 @@ struct sched_metrics {
     uint64_t workers_registered;
     uint64_t label_overflow[HODEI_F_COUNT];
     struct sched_histogram scheduling_latency, queue_wait, job_duration;
+    /* counted by API threads with atomic adds (sched_count_auth_failure) */
+    uint64_t auth_failures[HODEI_AUTH_COUNT];
     /* gauges */
     uint64_t jobs_queued, jobs_assigned, jobs_running;
     uint64_t workers_total, workers_healthy;
@@ -186,6 +224,8 @@ struct sched_metrics {
 struct sched {
     struct sched_config cfg;
     struct cds_lfht *jobs, *workers, *tenant_table;
+    struct cds_lfht *sessions;   /* workers by session id */
+    struct cds_lfht *quotas;     /* tenant_quota by tenant id: engine thread only */
     struct tenant **tenants;     /* [0..ntenants), the overflow tenant last when present */
     uint32_t ntenants;           /* published with release semantics */
     struct tenant *overflow;
@@ -197,7 +237,9 @@ struct sched {
     uint64_t nonempty[(SCHED_LEVELS + 63) / 64];
     struct heap levels[SCHED_LEVELS];    /* tenants' queue heads per priority: fair share */
     struct cap_index free_index, total_index;
-    struct heap timeouts;                /* running jobs by deadline */
+    struct heap deadlines;               /* assigned jobs' leases, running jobs' timeouts */
+    struct cds_list_head outputs;        /* jobs whose output is kept, oldest first */
+    size_t   output_bytes;
     uint64_t capacity_epoch;     /* bumped whenever capacity might have grown */
     uint64_t blocked_job;        /* head job that got no_capacity at blocked_epoch, 0: none */
     uint64_t blocked_epoch;
@@ -220,13 +262,14 @@ enum sched_rc sched_submit(struct sched *s, const struct job_spec *spec, double 
 enum sched_rc sched_cancel(struct sched *s, uint64_t id, double now, struct job **out);
 enum sched_rc sched_start(struct sched *s, uint64_t id, const char *worker_id, double now,
                           struct job **out);
+/* output (may be NULL) is copied when the report is accepted. */
 enum sched_rc sched_succeed(struct sched *s, uint64_t id, const char *worker_id, int exit_code,
-                            double now, struct job **out);
+                            const struct job_output *output, double now, struct job **out);
 /* Fails the attempt; the job is queued again while attempts <= max_retries (except
  * error_type cancelled), else it ends failed. */
 enum sched_rc sched_fail(struct sched *s, uint64_t id, const char *worker_id,
                          enum hodei_error_type error_type, int has_exit_code, int exit_code,
-                         double now, struct job **out);
+                         const struct job_output *output, double now, struct job **out);
 struct job *sched_job(struct sched *s, uint64_t id);
 
 /* Workers. */
@@ -235,10 +278,14 @@ enum sched_rc sched_register(struct sched *s, const struct worker_spec *spec, do
 enum sched_rc sched_heartbeat(struct sched *s, const char *worker_id, double cpu_usage_percent,
                               double memory_usage_mb, double now, struct worker **out);
 struct worker *sched_worker(struct sched *s, const char *worker_id);
+/* The worker holding session id, or NULL.  Any thread, under rcu_read_lock(): the worker (and
+ * its session) stays readable until rcu_read_unlock(). */
+struct worker *sched_session(struct sched *s, const char *session_id);
 
 /* Places what can be placed now; returns the number of decisions made. */
 unsigned sched_round(struct sched *s, double now);
-/* Health and job timeouts: marks unhealthy, removes dead workers, fails timed-out jobs. */
+/* Health, leases and job timeouts: marks unhealthy, removes dead workers, requeues jobs whose
+ * lease ended, fails timed-out jobs. */
 void sched_tick(struct sched *s, double now);
 /* Seconds from now until sched_tick has something to do (capped at max_wait). */
 double sched_next_deadline(const struct sched *s, double now, double max_wait);
@@ -257,6 +304,8 @@ static inline double gauge_load(const double *p)
     __atomic_load(p, &v, __ATOMIC_RELAXED);
     return v;
 }
+/* Counts a refused request: any thread. */
+void sched_count_auth_failure(struct sched *s, enum hodei_auth_failure why);
 /* Copies a histogram (bucket counts, then sum) from another thread. */
 void sched_histogram_read(const struct sched_histogram *h, struct sched_histogram *out);
 

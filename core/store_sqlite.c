@@ -25,6 +25,7 @@
 
 #include <sqlite3.h>
 
+#include "hodei_clock.h"
 #include "log.h"
 
 #define DB_NAME           "hodei.db"
@@ -321,13 +322,6 @@ const char *store_path(const struct store *st)
     return st->path;
 }
 
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
-}
-
 static void stat_add(uint64_t *p, uint64_t n)
 {
     __atomic_fetch_add(p, n, __ATOMIC_RELAXED);
@@ -463,7 +457,7 @@ static void commit_list(struct store *st, struct store_batch *list)
         bytes += b->bytes;
     }
     stage(st, STORE_STAGE_TAKEN, c.batches);
-    double t0 = mono_now();
+    double t0 = hodei_mono();
     int rc = run(st, st->stmt[S_BEGIN]);
     for (struct store_batch *b = list; rc == SQLITE_OK && b != NULL; b = b->next)
         for (const struct op *op = b->first; rc == SQLITE_OK && op != NULL; op = op->next)
@@ -472,7 +466,7 @@ static void commit_list(struct store *st, struct store_batch *list)
         stage(st, STORE_STAGE_WRITTEN, c.batches);
         rc = run(st, st->stmt[S_COMMIT]);
     }
-    c.seconds = mono_now() - t0;
+    c.seconds = hodei_mono() - t0;
     const char *why = NULL;
     if (rc != SQLITE_OK) {
         /* Some errors roll the transaction back by themselves; whatever is left goes now,

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Hodei demo: the whole stack on loopback, fed a steady mixed job stream, watched by a real
-# Prometheus.  `make demo` builds first and then runs this script.
+# Prometheus.  `make demo` builds first and then runs this script.  Authentication is on: the
+# demo makes a tokens file with an admin token (its own), a worker token and one tenant token
+# per tenant, and every program it starts uses its token.
 #
 #   scripts/demo.sh [--duration SECONDS]
 #
@@ -176,15 +178,27 @@ wait_for() {
 
 # --- configuration -------------------------------------------------------------------------------
 
-# nginx: the shipped server block, moved to the demo's ports and segment.
-sed -e "s|^\( *\)listen 8080;|\1listen 127.0.0.1:$nginx_port;|" \
+# Tokens: the demo's own (admin: its summaries and hodeictl), the workers', one per tenant.
+tokens=$run/tokens
+make_token() {  # make_token FILE ROLE [TENANT]: a new token into FILE (mode 0600)
+    (umask 077 && "$build/hodeictl" token create --role "$2" ${3:+--tenant "$3"} --tokens "$tokens" \
+         >"$run/$1" 2>>"$run/logs/tokens.log") || fail "cannot create the $2 token" tokens
+}
+make_token admin.token admin
+make_token worker.token worker
+for t in "${tenants[@]}"; do make_token "tenant-$t.token" tenant "$t"; done
+
+# nginx: the shipped site and its API locations, moved to the demo's ports and segment.
+sed -e "s|listen 127\.0\.0\.1:8080;|listen 127.0.0.1:$nginx_port;|" \
     -e "s|127\.0\.0\.1:8081|127.0.0.1:$api_port|" \
     -e "s|/dev/shm/hodei-metrics|$segment|" \
+    -e "s|/etc/nginx/snippets/hodei-api.conf|$root/conf/nginx/hodei-api.conf|" \
     "$root/conf/nginx/hodei.conf" >"$run/nginx/hodei.conf"
 grep -q "listen 127.0.0.1:$nginx_port;" "$run/nginx/hodei.conf" \
     && grep -q "127.0.0.1:$api_port" "$run/nginx/hodei.conf" \
     && grep -q "hodei_segment *$segment;" "$run/nginx/hodei.conf" \
-    || fail "conf/nginx/hodei.conf no longer has the listen/upstream/segment lines the demo moves"
+    && grep -q "^ *include $root/conf/nginx/hodei-api.conf;" "$run/nginx/hodei.conf" \
+    || fail "conf/nginx/hodei.conf no longer has the listen/upstream/segment/include lines the demo moves"
 {
     echo "load_module $build/ngx_http_hodei_module.so;"
     # Workers of a root master would drop to 'nobody', who cannot read the 0640 segment.
@@ -219,7 +233,8 @@ grep -q "127.0.0.1:$nginx_port" "$run/prometheus/prometheus.yml" \
 # --- start ---------------------------------------------------------------------------------------
 
 say "demo: run directory $run"
-start scheduler "$build/hodei-scheduler" --config "$root/conf/scheduler.json" --listen "127.0.0.1:$api_port" --segment "$segment"
+start scheduler "$build/hodei-scheduler" --config "$root/conf/scheduler.json" --tokens "$tokens" \
+    --listen "127.0.0.1:$api_port" --segment "$segment"
 wait_for scheduler "http://127.0.0.1:$api_port/api/v1/health"
 
 nginx -t -q -p "$run/nginx" -c "$run/nginx/nginx.conf" >"$run/logs/nginx.log" 2>&1 \
@@ -233,15 +248,24 @@ start prometheus prometheus --config.file="$run/prometheus/prometheus.yml" \
 wait_for prometheus "http://127.0.0.1:$prom_port/-/ready"
 
 for ((w = 1; w <= workers; w++)); do
-    start "worker$w" "$build/hodei-worker" --api "$HODEI_API" --id "demo-w$w" \
-        --cpu-m 2000 --memory-mb 4096
+    start "worker$w" "$build/hodei-worker" --api "$HODEI_API" --token-file "$run/worker.token" \
+        --id "demo-w$w" --cpu-m 2000 --memory-mb 4096
 done
+# The workers have registered once the admin's GET /workers lists them all.
+for t in $(seq 100); do
+    registered=$(curl -fs --max-time 1 -H "Authorization: Bearer $(cat "$run/admin.token")" \
+                     "$HODEI_API/api/v1/workers" | grep -o '"id":"demo-w[0-9]*"' | wc -l)
+    [ "$registered" = "$workers" ] && break
+    for ((w = 1; w <= workers; w++)); do alive "worker$w" || fail "worker$w exited during startup" "worker$w"; done
+    sleep 0.1
+done
+[ "$registered" = "$workers" ] || fail "the workers did not register within 10 s" worker1
 
 # The job stream: about four submissions a second across the tenants.  Most jobs are short and
 # succeed; some are slow, some exit non-zero, some run past their timeout, a few are retried,
 # cancelled, or need a whole worker; now and then a batch arrives that has to queue.
 job_stream() {
-    local tenants=("$@") n=0 tenant kind id
+    local tenants=("$@") n=0 tenant kind id token
     RANDOM=42
     while :; do
         n=$((n + 1))
@@ -258,15 +282,17 @@ job_stream() {
         esac
         # umbrella's jobs fail more often than the others'
         [ "$tenant" = umbrella ] && [ $((RANDOM % 4)) = 0 ] && set -- --cpu-m 250 -- "exit 2"
-        id=$("$build/hodeictl" --json submit --tenant "$tenant" "$@" 2>/dev/null \
+        # each tenant with its own token: the token says whose job it is
+        token=$run/tenant-$tenant.token
+        id=$("$build/hodeictl" --token-file "$token" --json submit "$@" 2>/dev/null \
              | grep -o '"id": *"[0-9]*"' | head -1 | grep -o '[0-9][0-9]*')
         # every 25th job is cancelled right after submission
-        [ -n "$id" ] && [ $((n % 25)) = 0 ] && "$build/hodeictl" cancel "$id" >/dev/null 2>&1
+        [ -n "$id" ] && [ $((n % 25)) = 0 ] && "$build/hodeictl" --token-file "$token" cancel "$id" >/dev/null 2>&1
         # every 60th (about every 15 s, the first after 5 s) brings a batch of ten that needs
         # more CPU than the workers have: the queue builds up and drains
         if [ $((n % 60)) = 20 ]; then
             for b in 1 2 3 4 5 6 7 8 9 10; do
-                "$build/hodeictl" submit --tenant "$tenant" --name batch --cpu-m 1000 -- "sleep 3" >/dev/null 2>&1
+                "$build/hodeictl" --token-file "$token" submit --name batch --cpu-m 1000 -- "sleep 3" >/dev/null 2>&1
             done
         fi
         sleep 0.2
@@ -274,7 +300,7 @@ job_stream() {
 }
 # Started through setsid like the rest, so it needs a bash of its own.
 export -f job_stream
-export build
+export build run
 start stream bash -c 'job_stream "$@"' job_stream "${tenants[@]}"
 
 # --- watch ---------------------------------------------------------------------------------------
@@ -345,7 +371,9 @@ say ""
 say "Hodei demo is starting: hodei-scheduler, nginx with the Hodei module, $workers workers,"
 say "Prometheus, and a job stream for tenants ${tenants[*]}."
 say "  metrics (what Prometheus scrapes)  $metrics_url"
-say "  scheduler API through nginx        http://127.0.0.1:$nginx_port/api/v1/jobs   (or: build/hodeictl list)"
+say "  scheduler API through nginx        http://127.0.0.1:$nginx_port/api/v1/jobs   (a token is needed:)"
+say "                                     HODEI_TOKEN=\$(cat $run/admin.token) build/hodeictl list"
+say "  tokens (admin, worker, tenants)    $run/*.token"
 say "  Prometheus                         $prom_url/graph?g0.expr=sum+by+(tenant_id)+(rate(hodei_jobs_completed_total%5B1m%5D))&g0.tab=0"
 say "  alerts and rules                   $prom_url/alerts   $prom_url/rules"
 say "  logs                               $run/logs"

@@ -99,6 +99,9 @@ const struct hodei_family hodei_families[HODEI_F_COUNT] = {
     [HODEI_F_METRICS_LABEL_OVERFLOW_TOTAL] = { NAME("hodei_metrics_label_overflow_total"),
         .help = "Total number of label sets folded into __overflow__ because a family's series cap was reached",
         .type = HODEI_COUNTER, .source = HODEI_SRC_BOTH, L1(FAMILY) },
+    [HODEI_F_API_AUTH_FAILURES_TOTAL] = { NAME("hodei_api_auth_failures_total"),
+        .help = "Total number of API requests refused for their credentials (401) or scope (403)",
+        .type = HODEI_COUNTER, .source = HODEI_SRC_DAEMON, L1(AUTH_REASON) },
 };
 
 const char *const hodei_decision_names[HODEI_DECISION_COUNT] = {
@@ -111,6 +114,9 @@ const char *const hodei_event_type_names[HODEI_EV_COUNT] = {
     "job_submitted", "job_assigned", "job_started", "job_succeeded", "job_failed",
     "job_cancelled", "job_requeued", "job_rejected", "worker_registered", "worker_unhealthy",
     "worker_recovered", "worker_removed" };
+
+const char *const hodei_auth_failure_names[HODEI_AUTH_COUNT] = {
+    "missing", "malformed", "unknown", "bad_secret", "forbidden" };
 
 /* The default caps (DESIGN §5): 1,000 tenants plus their __overflow__ series; 10,000 workers,
  * whose registrations past the cap are refused rather than folded. */
@@ -128,6 +134,8 @@ const struct hodei_label_def hodei_labels[HODEI_LABEL_KIND_COUNT] = {
     [HODEI_LABEL_STATUS_CODE] = { "status_code", "status_code", HODEI_ORIGIN_NGINX, NULL, 0 },
     [HODEI_LABEL_VERSION] = { "version", "version", HODEI_ORIGIN_BUILD, NULL, 1 },
     [HODEI_LABEL_FAMILY] = { "family", "family", HODEI_ORIGIN_SCHEMA, NULL, HODEI_F_COUNT },
+    [HODEI_LABEL_AUTH_REASON] = { "reason", "auth_reason", HODEI_ORIGIN_SET,
+                                  hodei_auth_failure_names, HODEI_AUTH_COUNT },
 };
 
 uint32_t hodei_family_series_cap(int id, const uint32_t per_kind[HODEI_LABEL_KIND_COUNT])

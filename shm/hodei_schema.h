@@ -57,6 +57,7 @@ enum hodei_family_id {
     HODEI_F_JOBS_RUNNING,
     HODEI_F_EVENTS_DROPPED_TOTAL,
     HODEI_F_METRICS_LABEL_OVERFLOW_TOTAL,
+    HODEI_F_API_AUTH_FAILURES_TOTAL,
     HODEI_F_COUNT
 };
 
@@ -75,6 +76,7 @@ enum hodei_label_kind {
     HODEI_LABEL_STATUS_CODE,     /* status_code */
     HODEI_LABEL_VERSION,         /* version */
     HODEI_LABEL_FAMILY,          /* family */
+    HODEI_LABEL_AUTH_REASON,     /* reason (of an API refusal) */
     HODEI_LABEL_KIND_COUNT
 };
 
@@ -130,6 +132,11 @@ enum hodei_event_type {
     HODEI_EV_WORKER_REMOVED, HODEI_EV_COUNT
 };
 extern const char *const hodei_event_type_names[HODEI_EV_COUNT];
+
+/* Why the API refused a request's credentials (401) or its scope (403). */
+enum hodei_auth_failure { HODEI_AUTH_MISSING, HODEI_AUTH_MALFORMED, HODEI_AUTH_UNKNOWN,
+                          HODEI_AUTH_BAD_SECRET, HODEI_AUTH_FORBIDDEN, HODEI_AUTH_COUNT };
+extern const char *const hodei_auth_failure_names[HODEI_AUTH_COUNT];
 
 /* Index of name in names[0..n), or -1. */
 int hodei_name_index(const char *const *names, int n, const char *name);

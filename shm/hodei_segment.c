@@ -50,21 +50,6 @@ const char *hodei_seg_strerror(enum hodei_seg_status st)
     return (unsigned) st < HODEI_SEG_STATUS_COUNT ? status_text[st] : "unknown segment status";
 }
 
-double hodei_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double) ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-int64_t hodei_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-
 /* Opens path read-only, without following a symbolic link or blocking on a FIFO, and keeps
  * it only if it is a regular file. */
 static enum hodei_seg_status open_regular(const char *path, int *fd_out, struct stat *st)

@@ -51,6 +51,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include "hodei_clock.h"   /* hodei_now(), hodei_now_ns(): the wall clock of heartbeats */
 
 #define HODEI_SEG_MAGIC      0x3147455349454448ull   /* "HDEISEG1" */
 /* Layout version of the file and of the payloads it holds (hodei_snapshot.h).  A reader
@@ -205,9 +206,5 @@ void hodei_seg_reader_free(struct hodei_seg_reader *r);
  * negative on clock steps); NaN when no header has been read since the last open. */
 double hodei_seg_age(const struct hodei_seg_reader *r);
 double hodei_seg_start_time(const struct hodei_seg_reader *r);
-
-/* Wall clock in unix seconds / nanoseconds. */
-double  hodei_now(void);
-int64_t hodei_now_ns(void);
 
 #endif

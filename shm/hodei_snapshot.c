@@ -79,11 +79,11 @@ void hodei_builder_init(struct hodei_builder *b, void *buf, size_t cap, double t
 {
     memset(b, 0, sizeof(*b));
     b->buf = buf;
-    b->cap = cap;
+    b->cap = cap & ~(size_t) 7;    /* so the padded end of the payload stays inside */
     b->last_id = -1;
     b->series_end = SERIES_AREA_OFF;
     /* offsets are u32: a larger buffer is never needed and could not be addressed */
-    if (cap < SERIES_AREA_OFF || cap > UINT32_MAX || ((uintptr_t) buf & 7)) {
+    if (b->cap < SERIES_AREA_OFF || cap > UINT32_MAX || ((uintptr_t) buf & 7)) {
         b->error = 1;
         return;
     }
@@ -372,10 +372,11 @@ size_t hodei_builder_finish(struct hodei_builder *b)
     }
     h->strings_off = (uint32_t) strings_off;
     h->strings_len = (uint32_t) b->strings_used;
-    /* the padding too: the same input always gives the same bytes */
-    size_t end = strings_off + b->strings_used;
-    memset(b->buf + end, 0, ALIGN8(end) - end);
-    return ALIGN8(end);
+    /* the padding too: a payload's bytes depend on its content only, never on what the
+     * buffer held before (readers compare payloads, and nothing stale reaches the segment) */
+    size_t end = strings_off + b->strings_used, len = ALIGN8(end);
+    memset(b->buf + end, 0, len - end);
+    return len;
 }
 
 /* ---- validation ---------------------------------------------------------------------- */

@@ -5,7 +5,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use HodeiTest;
-use Test::More tests => 26;
+use Test::More tests => 35;
 use Time::HiRes qw(sleep);
 
 my $port_base = $ENV{HODEI_CLI_TEST_PORT} || 18250;
@@ -52,7 +52,14 @@ my @bad_ctl_args = (
     [ 'no command' ],
     [ 'unknown command', 'frobnicate' ],
     [ 'unknown global option', '--bogus', 'workers' ],
-    [ 'submit without tenant', 'submit', '--', 'true' ],
+    [ 'token without a subcommand', 'token' ],
+    [ 'token create without --tokens', 'token', 'create', '--role', 'admin' ],
+    [ 'token create with an unknown role', 'token', 'create', '--role', 'root', '--tokens', "$TMP/t" ],
+    [ 'a tenant token without its tenant', 'token', 'create', '--role', 'tenant', '--tokens', "$TMP/t" ],
+    [ 'a worker token with a tenant', 'token', 'create', '--role', 'worker', '--tenant', 'a',
+      '--tokens', "$TMP/t" ],
+    [ 'token revoke without an id', 'token', 'revoke', '--tokens', "$TMP/t" ],
+    [ 'output without an id', 'output' ],
     [ 'submit without command', 'submit', '--tenant', 'acme' ],
     [ 'submit with non-integer cpu', 'submit', '--tenant', 'acme', '--cpu-m', 'lots', '--', 'true' ],
     [ 'get without id', 'get' ],
@@ -69,9 +76,25 @@ for my $case (@bad_ctl_args) {
         or diag("rc=$rc\n$err");
 }
 
+ok(!-e "$TMP/t", 'refused token commands create no tokens file');
+
+# The token a client sends: --token-file must be private; HODEI_TOKEN must look like a token.
+{
+    open(my $fh, '>', "$TMP/open-token") or die;
+    print $fh "hodei_000000000000_" . ('x' x 43) . "\n";
+    close $fh;
+    chmod 0644, "$TMP/open-token";
+    my ($rc, $out, $err) = run($ctl, '--api', $dead_url, '--token-file', "$TMP/open-token", 'workers');
+    ok($rc == 1 && $err =~ /others may read it.*chmod o-rwx/, 'hodeictl refuses a token file others may read')
+        or diag("rc=$rc\n$err");
+    ($rc, $out, $err) = run($worker, '--api', $dead_url, '--token-file', "$TMP/open-token");
+    ok($rc == 2 && $err =~ /others may read it/, 'so does hodei-worker')
+        or diag("rc=$rc\n$err");
+}
+
 {
     my ($rc, $out, $err) = run($ctl, '--help');
-    ok($rc == 0 && $out =~ /^usage: hodeictl .*\n.*submit --tenant T/s, 'hodeictl --help prints usage on stdout');
+    ok($rc == 0 && $out =~ /^usage: hodeictl .*\n.*submit \[--tenant T\]/s, 'hodeictl --help prints usage on stdout');
 }
 {
     my ($rc, $out, $err) = run($ctl, '--api', $dead_url, 'workers');

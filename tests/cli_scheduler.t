@@ -1,6 +1,7 @@
 #!/usr/bin/perl
-# hodei-worker and hodeictl against a real hodei-scheduler: jobs that succeed, exit 3 and time
-# out; listing, workers, errors, cancel, the event stream, and a clean agent shutdown.
+# hodei-worker and hodeictl against a real hodei-scheduler with tokens: jobs that succeed, exit 3
+# and time out; listing, workers, errors, cancel, the event stream, re-registration with a new
+# session, and a clean agent shutdown.
 use strict;
 use warnings;
 use FindBin;
@@ -62,9 +63,12 @@ sub job_group_gone {
 }
 
 # --- the scheduler ------------------------------------------------------------------------
-# Short health timeouts so the re-registration case below takes seconds.
+# Short health timeouts so the re-registration case below takes seconds.  hodeictl is the
+# admin here (HODEI_TOKEN); the agent has a worker token in a file.
+my $tokens = make_tokens("$TMP/tokens", [admin => 'admin'], [worker => 'worker']);
+$ENV{HODEI_TOKEN} = $tokens->{admin};
 my $sched = start('scheduler', $scheduler, '--listen', "127.0.0.1:$port_base", '--segment', "$TMP/segment",
-                  '--heartbeat-timeout-s', '2', '--worker-timeout-s', '3');
+                  '--tokens', "$TMP/tokens", '--heartbeat-timeout-s', '2', '--worker-timeout-s', '3');
 my $up = 0;
 for (1 .. 100) {
     my ($rc) = run(@ctl, 'workers');
@@ -78,7 +82,8 @@ my $events_json = start('events-json', @ctl, '--json', 'events', '--count', '13'
 my $events_text = start('events-text', @ctl, 'events', '--count', '4');
 sleep 1;
 
-my $worker = start('worker', 'build/hodei-worker', '--api', $api, '--id', 'cli-w1', '--cpu-m', '2000',
+my $worker = start('worker', 'build/hodei-worker', '--api', $api, '--token-file',
+                   token_file($tokens->{worker}), '--id', 'cli-w1', '--cpu-m', '2000',
                    '--memory-mb', '2048', '--poll-wait', '2', '--heartbeat-ms', '200');
 my $registered = 0;
 for (1 .. 100) {

@@ -131,7 +131,8 @@ settle();
 my $m0 = metrics($d);
 is(sample($m0, 'hodei_event_bus_subscribers'), 1, 'one subscriber: the aggregator');
 my $sse_out = "$TMP/sse.txt";
-my $sse = spawn("$TMP/sse.err", 'sh', '-c', "exec curl -sN $d->{url}/events > $sse_out");
+my $sse = spawn({ out => $sse_out, err => "$TMP/sse.err" }, 'curl', '-sN', '-H',
+                "Authorization: Bearer $d->{token}", "$d->{url}/events");
 for (1 .. 100) { last if -s $sse_out; sleep 0.02 }
 settle();
 is(sample(metrics($d), 'hodei_event_bus_subscribers'), 2, 'an SSE client subscribes');

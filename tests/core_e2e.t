@@ -31,11 +31,13 @@ my $nginx = start_nginx(port => $nginx_port, workers => 2, http => <<"HTTP");
         location /api/v1/ { proxy_pass http://127.0.0.1:$daemon_port; proxy_read_timeout 60s; }
     }
 HTTP
-my $api = { url => "http://127.0.0.1:$nginx_port/api/v1" };   # everything goes through nginx
+# everything goes through nginx, with the daemon's tokens (the admin's for this script)
+my $api = { url => "http://127.0.0.1:$nginx_port/api/v1", token => $d->{token} };
+my $worker_token = token_file($d->{tokens}{worker});
 
 sub scrape { http_get("$api->{url}/metrics")->{content} }
 
-sub wait_for {
+sub await {
     my ($what, $cond, $seconds) = @_;
     my $deadline = time + ($seconds // 20);
     while (time < $deadline) {
@@ -52,10 +54,10 @@ sub job { my (undef, $j) = call($api, 'GET', "/jobs/$_[0]"); return ref $j ? $j 
 my %agent;
 for my $id (qw(agent-a agent-b)) {
     $agent{$id} = spawn("$TMP/$id.log", 'build/hodei-worker', '--api', "http://127.0.0.1:$nginx_port",
-                        '--id', $id, '--cpu-m', 2000, '--memory-mb', 2048, '--heartbeat-ms', 200,
+                        '--token-file', $worker_token, '--id', $id, '--cpu-m', 2000, '--memory-mb', 2048, '--heartbeat-ms', 200,
                         '--poll-wait', 1);
 }
-wait_for('two workers', sub { my (undef, $w) = call($api, 'GET', '/workers');
+await('two workers', sub { my (undef, $w) = call($api, 'GET', '/workers');
                               ref $w && @{ $w->{workers} } == 2 });
 
 my (%submitted, %expect_state);
@@ -74,15 +76,15 @@ sub submit {
 my $pidfile = "$TMP/victim.pid";
 my $victim = submit('alpha', { command => "echo \$\$ > $pidfile; exec sleep 60", cpu_m => 1500 },
                     'failed');
-wait_for('the victim running', sub { job($victim)->{state} eq 'running' });
+await('the victim running', sub { job($victim)->{state} eq 'running' });
 my $doomed = job($victim)->{worker_id};
 my ($other) = grep { $_ ne $doomed } keys %agent;
 my $survivor = submit('beta', { command => 'sleep 2', cpu_m => 400, max_retries => 1 },
                       'succeeded');
-wait_for('the survivor running', sub { job($survivor)->{state} eq 'running' });
+await('the survivor running', sub { job($survivor)->{state} eq 'running' });
 is(job($survivor)->{worker_id}, $doomed, 'best fit put both jobs on the same agent');
 is(stop($agent{$doomed}, 'KILL'), 128 + 9, "SIGKILL $doomed mid-job");
-wait_for('the agent removed', sub { job($victim)->{state} eq 'failed' }, 10);
+await('the agent removed', sub { job($victim)->{state} eq 'failed' }, 10);
 is(job($victim)->{error_type}, 'worker_lost', 'the victim failed with worker_lost');
 
 # 48 more, all on the remaining agent
@@ -96,13 +98,13 @@ for my $tenant (qw(alpha beta gamma)) {
 submit('gamma', { command => 'sleep 30', timeout_s => 1 }, 'failed');              # timeout
 submit('alpha', { command => 'true', cpu_m => 100000 }, 'failed');                 # rejected
 my $cancelled = submit('beta', { command => 'sleep 30' }, 'cancelled');
-wait_for('the job to cancel running', sub { job($cancelled)->{state} eq 'running' });
+await('the job to cancel running', sub { job($cancelled)->{state} eq 'running' });
 my ($cst, $cj) = call($api, 'POST', "/jobs/$cancelled/cancel");
 is($cj->{state}, 'cancelled', 'a running job cancelled');
 my $total = keys %expect_state;
 is($total, 50, '50 jobs submitted');
 
-wait_for('every job finished', sub {
+await('every job finished', sub {
     for my $id (keys %expect_state) {
         return 0 unless job($id)->{state} =~ /^(succeeded|failed|cancelled)$/;
     }

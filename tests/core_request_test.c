@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <openssl/evp.h>
 
 #include "bus.h"
 #include "hodei_snapshot.h"
@@ -82,7 +83,11 @@ static void test_job_spec(void **state)
     assert_int_equal(spec.max_retries, 0);
     json_decref(j);
 
-    expect_job_error("{\"command\":\"x\"}", "bad_field");
+    /* tenant_id may be left out: a tenant's token names the tenant */
+    j = parse("{\"command\":\"x\"}");
+    assert_int_equal(req_job_spec(j, &spec, &err), 0);
+    assert_string_equal(spec.tenant_id, "");
+    json_decref(j);
     expect_job_error("{\"tenant_id\":\"a b\",\"command\":\"x\"}", "bad_id");
     expect_job_error("{\"tenant_id\":7,\"command\":\"x\"}", "bad_field");
     expect_job_error("{\"tenant_id\":\"t\"}", "bad_field");
@@ -167,7 +172,59 @@ static void test_reports(void **state)
     j = parse("{\"worker_id\":\"w1\"}");
     assert_int_equal(req_report(j, REQ_SUCCEED, &r, &err), 0);
     assert_int_equal(r.exit_code, 0);
+    assert_false(r.has_output);
     json_decref(j);
+    /* the worker may be left out (its session token says it) */
+    j = parse("{}");
+    assert_int_equal(req_report(j, REQ_START, &r, &err), 0);
+    assert_string_equal(r.worker_id, "");
+    json_decref(j);
+}
+
+/* The output's tail: base64 of at most HODEI_OUTPUT_TAIL bytes, with the whole size. */
+static void test_report_output(void **state)
+{
+    struct req_report r;
+    struct req_error err;
+    /* "hi\n\0\xff" */
+    json_t *j = parse("{\"exit_code\":0,\"output\":\"aGkKAP8=\",\"output_bytes\":9000}");
+    assert_int_equal(req_report(j, REQ_SUCCEED, &r, &err), 0);
+    assert_true(r.has_output);
+    assert_int_equal(r.output.len, 5);
+    assert_memory_equal(r.output.tail, "hi\n\0\xff", 5);
+    assert_int_equal(r.output.total, 9000);
+    req_report_free(&r);
+    json_decref(j);
+    static const char *const bad[] = {
+        "{\"output\":\"aGk\",\"output_bytes\":2}",          /* not a multiple of 4 */
+        "{\"output\":\"a=Gk\",\"output_bytes\":2}",         /* padding inside */
+        "{\"output\":\"aG!k\",\"output_bytes\":2}",         /* not base64 */
+        "{\"output\":\"aGkK\"}",                             /* no output_bytes */
+        "{\"output\":\"aGkK\",\"output_bytes\":2}",         /* fewer than the tail */
+        "{\"output_bytes\":2}",                               /* bytes without output */
+        "{\"output\":7,\"output_bytes\":2}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        j = parse(bad[i]);
+        assert_int_equal(req_report(j, REQ_FAIL, &r, &err), -1);
+        assert_string_equal(err.code, "bad_field");
+        req_report_free(&r);
+        json_decref(j);
+    }
+    /* exactly the tail limit passes, one byte more does not */
+    for (int extra = 0; extra <= 1; extra++) {
+        size_t n = HODEI_OUTPUT_TAIL + (size_t) extra;
+        unsigned char *raw = calloc(n, 1);
+        char *b64 = calloc(4 * (n + 2) / 3 + 8, 1);
+        EVP_EncodeBlock((unsigned char *) b64, raw, (int) n);
+        json_t *body = json_pack("{s:s, s:I, s:s}", "output", b64, "output_bytes",
+                                 (json_int_t) n, "error_type", "exit_code");
+        assert_int_equal(req_report(body, REQ_FAIL, &r, &err), extra ? -1 : 0);
+        req_report_free(&r);
+        json_decref(body);
+        free(raw);
+        free(b64);
+    }
     double cpu, mem;
     j = parse("{\"cpu_usage_percent\":12.5,\"memory_usage_mb\":800}");
     assert_int_equal(req_heartbeat(j, &cpu, &mem, &err), 0);
@@ -251,6 +308,7 @@ int main(void)
         cmocka_unit_test(test_job_spec),
         cmocka_unit_test(test_worker_labels),
         cmocka_unit_test(test_reports),
+        cmocka_unit_test(test_report_output),
         cmocka_unit_test(test_metrics_snapshot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -178,7 +178,7 @@ static void test_priority_then_fifo(void **state)
         for (int k = i + 1; k < 4; k++)
             assert_int_equal(order[k]->st.state, JOB_QUEUED);
         assert_int_equal(sched_start(s, order[i]->id, "w", 1001, NULL), SCHED_OK);
-        assert_int_equal(sched_succeed(s, order[i]->id, "w", 0, 1002, NULL), SCHED_OK);
+        assert_int_equal(sched_succeed(s, order[i]->id, "w", 0, NULL, 1002, NULL), SCHED_OK);
     }
 }
 
@@ -258,7 +258,7 @@ static void test_no_capacity_counted_once_per_capacity_change(void **state)
     assert_int_equal(s->m.decisions[HODEI_DECISION_NO_CAPACITY], 1);
     /* capacity frees: b and then c go */
     assert_int_equal(sched_start(s, a->id, "w", 1002, NULL), SCHED_OK);
-    assert_int_equal(sched_succeed(s, a->id, "w", 0, 1003, NULL), SCHED_OK);
+    assert_int_equal(sched_succeed(s, a->id, "w", 0, NULL, 1003, NULL), SCHED_OK);
     assert_int_equal(sched_round(s, 1003), 2);
     assert_int_equal(b->st.state, JOB_ASSIGNED);
     assert_int_equal(c->st.state, JOB_ASSIGNED);
@@ -281,8 +281,9 @@ static enum sched_rc act(struct sched *s, enum action a, struct job *j, const ch
     switch (a) {
     case A_CANCEL:  return sched_cancel(s, j->id, now, NULL);
     case A_START:   return sched_start(s, j->id, worker, now, NULL);
-    case A_SUCCEED: return sched_succeed(s, j->id, worker, 0, now, NULL);
-    default:        return sched_fail(s, j->id, worker, HODEI_ERR_EXIT_CODE, 1, 3, now, NULL);
+    case A_SUCCEED: return sched_succeed(s, j->id, worker, 0, NULL, now, NULL);
+    default:
+        return sched_fail(s, j->id, worker, HODEI_ERR_EXIT_CODE, 1, 3, NULL, now, NULL);
     }
 }
 
@@ -300,9 +301,9 @@ static struct job *job_in_state(struct sched *s, enum job_state st, double now)
     if (st == JOB_RUNNING)
         return j;
     if (st == JOB_SUCCEEDED)
-        assert_int_equal(sched_succeed(s, j->id, "w", 0, now, NULL), SCHED_OK);
+        assert_int_equal(sched_succeed(s, j->id, "w", 0, NULL, now, NULL), SCHED_OK);
     else if (st == JOB_FAILED)
-        assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_EXIT_CODE, 1, 1, now, NULL),
+        assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_EXIT_CODE, 1, 1, NULL, now, NULL),
                          SCHED_OK);
     else
         assert_int_equal(sched_cancel(s, j->id, now, NULL), SCHED_OK);
@@ -374,14 +375,16 @@ static void test_retries_and_failure_counts(void **state)
     assert_int_equal(sched_submit(s, &spec, 1000, &j), SCHED_OK);
     sched_round(s, 1000);
     sched_start(s, j->id, "w", 1000, NULL);
-    assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_EXIT_CODE, 1, 2, 1001, NULL), SCHED_OK);
+    assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_EXIT_CODE, 1, 2, NULL, 1001, NULL),
+                     SCHED_OK);
     assert_int_equal(j->st.state, JOB_QUEUED);             /* attempt 1 of 2 */
     assert_int_equal(s->m.decisions[HODEI_DECISION_REQUEUED], 1);
     assert_int_equal(s->tenants[0]->failed[HODEI_ERR_EXIT_CODE], 0);
     sched_round(s, 1001);
     assert_int_equal(j->st.attempts, 2);
     sched_start(s, j->id, "w", 1001, NULL);
-    assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_EXIT_CODE, 1, 2, 1002, NULL), SCHED_OK);
+    assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_EXIT_CODE, 1, 2, NULL, 1002, NULL),
+                     SCHED_OK);
     assert_int_equal(j->st.state, JOB_FAILED);
     assert_int_equal(j->st.exit_code, 2);
     assert_int_equal(s->tenants[0]->failed[HODEI_ERR_EXIT_CODE], 1);
@@ -462,7 +465,7 @@ static void test_job_timeout(void **state)
     assert_int_equal(j->st.error_type, HODEI_ERR_TIMEOUT);
     assert_int_equal(s->tenants[0]->failed[HODEI_ERR_TIMEOUT], 1);
     /* the agent's own report comes too late */
-    assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_TIMEOUT, 0, 0, 1006, NULL),
+    assert_int_equal(sched_fail(s, j->id, "w", HODEI_ERR_TIMEOUT, 0, 0, NULL, 1006, NULL),
                      SCHED_CONFLICT);
 }
 
@@ -542,6 +545,169 @@ static void test_retention_is_bounded(void **state)
     teardown(state);
 }
 
+/* ---- access: tenant limits, leases, sessions, outputs ----------------------------------- */
+
+static size_t quota_entries(struct sched *s)
+{
+    long before, after;
+    unsigned long count;
+    rcu_read_lock();
+    cds_lfht_count_nodes(s->quotas, &before, &count, &after);
+    rcu_read_unlock();
+    return count;
+}
+
+/* The limit is per tenant id, also for tenants folded into __overflow__; a refusal changes
+ * nothing; the entry goes with the tenant's last unfinished job. */
+static void test_tenant_quota(void **state)
+{
+    struct sched_config cfg = default_cfg;
+    cfg.max_tenants = 1;
+    cfg.max_jobs_per_tenant = 2;
+    setup_with(state, &cfg);
+    struct fixture *f = *state;
+    struct sched *s = &f->s;
+    struct job *a1 = submit(s, "a", 1, 1, 0, 1000);
+    submit(s, "a", 1, 1, 0, 1000);
+    struct job_spec spec = { .tenant_id = "a", .cpu_m = 1, .memory_mb = 1, .command = "x" };
+    uint64_t next = s->next_job_id;
+    assert_int_equal(sched_submit(s, &spec, 1000, NULL), SCHED_TENANT_FULL);
+    assert_int_equal(s->next_job_id, next);
+    assert_int_equal(s->tenants[0]->submitted, 2);
+    /* b and c fold into __overflow__ for metrics, but each keeps its own limit */
+    submit(s, "b", 1, 1, 0, 1000);
+    submit(s, "b", 1, 1, 0, 1000);
+    submit(s, "c", 1, 1, 0, 1000);
+    submit(s, "c", 1, 1, 0, 1000);
+    strcpy(spec.tenant_id, "c");
+    assert_int_equal(sched_submit(s, &spec, 1000, NULL), SCHED_TENANT_FULL);
+    assert_int_equal(quota_entries(s), 3);
+    /* a job that ends makes room */
+    assert_int_equal(sched_cancel(s, a1->id, 1001, NULL), SCHED_OK);
+    strcpy(spec.tenant_id, "a");
+    assert_int_equal(sched_submit(s, &spec, 1001, NULL), SCHED_OK);
+    /* all of c's end: its entry goes */
+    struct job *j;
+    cds_list_for_each_entry(j, &s->all_jobs, order_link)
+        if (strcmp(j->tenant_id, "c") == 0 && j->st.state == JOB_QUEUED)
+            sched_cancel(s, j->id, 1002, NULL);
+    assert_int_equal(quota_entries(s), 2);
+    teardown(state);
+}
+
+/* An assigned job not started within the lease goes back to the queue at no cost to it; its
+ * worker is kept from jobs for the lease, then twice as long after the next expiry; a start
+ * in time clears the strikes. */
+static void test_assignment_lease(void **state)
+{
+    struct sched_config cfg = default_cfg;
+    cfg.assignment_lease = 10;
+    setup_with(state, &cfg);
+    struct fixture *f = *state;
+    struct sched *s = &f->s;
+    struct worker *fake = add_worker(s, "fake", 100, 100, 1000);
+    struct job *j = submit(s, "t", 100, 10, 0, 1000);
+    sched_round(s, 1000);
+    assert_string_equal(worker_of(j), "fake");
+    assert_true(sched_next_deadline(s, 1000, 60) <= 10.0);
+    sched_tick(s, 1009.9);
+    assert_int_equal(j->st.state, JOB_ASSIGNED);
+    sched_tick(s, 1010);
+    assert_int_equal(j->st.state, JOB_QUEUED);
+    assert_int_equal(j->st.attempts, 0);
+    assert_int_equal(s->m.decisions[HODEI_DECISION_REQUEUED], 1);
+    assert_int_equal(f->ev.count[HODEI_EV_JOB_REQUEUED], 1);
+    assert_int_equal(f->ev.count[HODEI_EV_WORKER_UNHEALTHY], 1);
+    assert_false(fake->healthy);
+    assert_int_equal(fake->free_cpu_m, 100);
+    assert_int_equal(s->m.jobs_assigned, 0);
+    /* quarantined for the lease: a heartbeat inside it changes nothing */
+    sched_heartbeat(s, "fake", 1, 1, 1019, NULL);
+    sched_round(s, 1019);
+    assert_int_equal(j->st.state, JOB_QUEUED);
+    sched_heartbeat(s, "fake", 1, 1, 1020, NULL);
+    assert_true(fake->healthy);
+    sched_round(s, 1020);
+    assert_string_equal(worker_of(j), "fake");
+    /* the second expiry: twice as long */
+    sched_tick(s, 1030);
+    assert_int_equal(j->st.state, JOB_QUEUED);
+    sched_heartbeat(s, "fake", 1, 1, 1049, NULL);
+    assert_false(fake->healthy);
+    sched_heartbeat(s, "fake", 1, 1, 1050, NULL);
+    assert_true(fake->healthy);
+    /* a start in time: no lease any more, and the strikes are forgiven */
+    sched_round(s, 1050);
+    assert_int_equal(sched_start(s, j->id, "fake", 1055, NULL), SCHED_OK);
+    assert_int_equal(fake->lease_strikes, 0);
+    sched_heartbeat(s, "fake", 1, 1, 1065, NULL);
+    sched_tick(s, 1070);                                   /* past where its lease would end */
+    assert_int_equal(j->st.state, JOB_RUNNING);
+    assert_int_equal(j->st.attempts, 1);
+    assert_int_equal(s->m.decisions[HODEI_DECISION_REQUEUED], 2);
+    teardown(state);
+}
+
+/* A session belongs to its registration: found by id while the worker is registered. */
+static void test_sessions(void **state)
+{
+    struct fixture *f = *state;
+    struct sched *s = &f->s;
+    struct worker_spec spec = { .id = "w", .cpu_m = 1, .memory_mb = 1,
+                                .session = { .id = "0123456789ab", .hash = { 7 } } };
+    assert_int_equal(sched_register(s, &spec, 1000, NULL), SCHED_OK);
+    rcu_read_lock();
+    struct worker *w = sched_session(s, "0123456789ab");
+    assert_non_null(w);
+    assert_string_equal(w->id, "w");
+    assert_int_equal(w->session.hash[0], 7);
+    assert_null(sched_session(s, "ba9876543210"));
+    rcu_read_unlock();
+    sched_tick(s, 1000 + default_cfg.worker_timeout);      /* removed */
+    rcu_read_lock();
+    assert_null(sched_session(s, "0123456789ab"));
+    rcu_read_unlock();
+}
+
+/* Reported outputs are kept within the budget, oldest out first, and go with their job. */
+static void test_output_budget(void **state)
+{
+    struct sched_config cfg = default_cfg;
+    cfg.output_budget = 100;
+    cfg.job_retention = 2;
+    setup_with(state, &cfg);
+    struct fixture *f = *state;
+    struct sched *s = &f->s;
+    add_worker(s, "w", 1000, 1000, 1000);
+    unsigned char bytes[120];
+    memset(bytes, 'x', sizeof bytes);
+    struct job *j[4];
+    for (int i = 0; i < 4; i++) {
+        j[i] = submit(s, "t", 1, 1, 0, 1000);
+        sched_round(s, 1000);
+        sched_start(s, j[i]->id, "w", 1000, NULL);
+    }
+    struct job_output sixty = { bytes, 60, 6000 }, too_big = { bytes, 120, 120 };
+    assert_int_equal(sched_succeed(s, j[0]->id, "w", 0, &sixty, 1001, NULL), SCHED_OK);
+    assert_non_null(j[0]->output);
+    assert_int_equal(j[0]->st.output_bytes, 6000);
+    assert_int_equal(sched_fail(s, j[1]->id, "w", HODEI_ERR_EXIT_CODE, 1, 1, &sixty, 1001, NULL),
+                     SCHED_OK);
+    assert_null(j[0]->output);                              /* the oldest made room */
+    assert_non_null(j[1]->output);
+    assert_int_equal(s->output_bytes, 60);
+    assert_int_equal(sched_succeed(s, j[2]->id, "w", 0, &too_big, 1001, NULL), SCHED_OK);
+    assert_null(j[2]->output);                              /* larger than the budget */
+    assert_int_equal(j[2]->st.output_bytes, 120);           /* its size is still told */
+    assert_non_null(j[1]->output);
+    /* retention drops j[0] and j[1] (only 2 finished kept): j[1]'s output goes with it */
+    assert_int_equal(sched_succeed(s, j[3]->id, "w", 0, NULL, 1002, NULL), SCHED_OK);
+    assert_int_equal(j[3]->st.output_bytes, -1);
+    assert_int_equal(s->output_bytes, 0);
+    assert_true(cds_list_empty(&s->outputs));
+    teardown(state);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -560,6 +726,10 @@ int main(void)
         cmocka_unit_test(test_tenant_overflow),
         cmocka_unit_test(test_worker_cap_and_queue_limit),
         cmocka_unit_test(test_retention_is_bounded),
+        cmocka_unit_test(test_tenant_quota),
+        cmocka_unit_test(test_assignment_lease),
+        cmocka_unit_test_setup_teardown(test_sessions, setup, teardown),
+        cmocka_unit_test(test_output_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -37,7 +37,7 @@ my $PAD = 'x' x 4000;
 my $SNDBUF = 2 * 65536;
 my @TYPES = event_types();
 
-my $d = start_daemon($port, '--sse-queue', $QUEUE, qw(--publish-interval-ms 20
+my $d = start_daemon($port, '--sse-queue', $QUEUE, qw(--idle-timeout-s 600 --publish-interval-ms 20
                      --heartbeat-timeout-s 600 --worker-timeout-s 1200));
 
 # ---- helpers ----------------------------------------------------------------------------
@@ -63,7 +63,8 @@ my $HTTP = HTTP::Tiny->new(timeout => 30, keep_alive => 1);
 sub submit {
     my ($command) = @_;
     my $r = $HTTP->post("$d->{url}/jobs", {
-        headers => { 'Content-Type' => 'application/json' },
+        headers => { 'Content-Type' => 'application/json',
+                     Authorization => "Bearer $d->{token}" },
         content => to_json({ tenant_id => 'acme', command => "$command $PAD",
                              cpu_m => 100, memory_mb => 64 }) });
     (my $text = $r->{content}) =~ s/ \Q$PAD\E//;
@@ -89,7 +90,8 @@ sub slow_client {
     socket(my $s, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
     setsockopt($s, SOL_SOCKET, SO_RCVBUF, 1024) or die "SO_RCVBUF: $!";
     connect($s, pack_sockaddr_in($port, inet_aton('127.0.0.1'))) or die "connect: $!";
-    my $req = "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:$port\r\nAccept: text/event-stream\r\n\r\n";
+    my $req = "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:$port\r\nAccept: text/event-stream\r\n"
+            . "Authorization: Bearer $d->{token}\r\n\r\n";
     syswrite($s, $req) == length $req or die "send: $!";
     return $s;
 }
@@ -152,7 +154,8 @@ is(subscribers(), 1, 'at start the aggregator is the only subscriber');
 my $slow = slow_client();
 my $fast_out = "$TMP/fast.sse";
 my $fast = spawn({ out => $fast_out, err => "$TMP/fast.err" },
-                 'curl', '-sN', '-H', 'Accept: text/event-stream', "$d->{url}/events");
+                 'curl', '-sN', '-H', 'Accept: text/event-stream', '-H',
+                 "Authorization: Bearer $d->{token}", "$d->{url}/events");
 ok(wait_until(3, sub { subscribers() == 3 }),
    'both SSE clients subscribed (aggregator + slow + fast = 3)');
 my $m0 = metrics($d);
@@ -204,9 +207,9 @@ for my $id (@ids[0 .. $CYCLES - 1]) {
     $cycle_bad++ unless $s1 == 200 && $s2 == 200;
 }
 is($cycle_bad, 0, "$CYCLES jobs started and succeeded (200 each) with the slow client stalled");
-ok(wait_until(5, sub { my (undef, $h) = call($d, 'GET', '/health');
-                       ref $h && $h->{jobs_queued} == 0 }),
-   'every job placed (jobs_queued 0)');
+ok(wait_until(5, sub { my (undef, $q) = call($d, 'GET', '/jobs?state=queued&limit=1');
+                       ref $q && @{ $q->{jobs} } == 0 }),
+   'every job placed (none queued)');
 my (undef, $last) = call($d, 'GET', "/jobs/$ids[-1]");
 is($last->{state}, 'assigned', "the last job ($ids[-1]) is assigned too");
 

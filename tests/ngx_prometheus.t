@@ -66,7 +66,7 @@ is($up && @$up ? $up->[0]{value}[1] : undef, '1', 'up is 1');
 my $r = http_get("$api/label/__name__/values");
 my %names = map { $_ => 1 } @{ from_json($r->{content})->{data} };
 my @families = families();
-is(scalar @families, 26, 'the schema defines 26 families');
+is(scalar @families, 27, 'the schema defines 27 families');
 for my $f (@families) {
     my ($name, $type) = @$f;
     my @want = $type eq 'histogram' ? map { "$name$_" } qw(_bucket _sum _count) : ($name);

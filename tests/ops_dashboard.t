@@ -44,7 +44,7 @@ my @expected_rules = qw(
     hodei:http_request_duration_seconds:p50_5m hodei:http_request_duration_seconds:p95_5m
     hodei:http_request_duration_seconds:p99_5m
     HodeiSchedulerDown HodeiMetricsEndpointDown NoHealthyWorkers HighSchedulingLatency
-    QueueBacklog HodeiHighJobFailureRate HodeiMetricsLabelOverflow);
+    QueueBacklog HodeiHighJobFailureRate HodeiMetricsLabelOverflow HodeiAuthFailures);
 
 # 2 dashboard sanity + 2 per dashboard expression + stack checks + 2 per rule + end checks
 my $plan = 2 + 2 * @dash_exprs + 2 + 1 + 2 * @expected_rules + 5;

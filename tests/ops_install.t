@@ -1,10 +1,14 @@
 #!/bin/bash
 # `make install DESTDIR=...` lays out programs, the nginx module, configs and systemd units where
-# Debian's nginx and systemd look for them, and what it installs is valid: nginx -t accepts the
-# module with the site config, systemd-analyze accepts the units, promtool the Prometheus files.
+# Debian's nginx and systemd look for them, and what it installs is valid and safe: nginx -t
+# accepts the module with the site config, which serves loopback only and answers its own
+# refusals in JSON (checked on a live nginx); systemd-analyze accepts the units, which pass the
+# tokens file; the tokens file is private, and a second install keeps it.
 cd "$(dirname "$0")/.." || exit 1
 root=$(mktemp -d /tmp/hodei-ops-install.XXXXXX)
-trap 'rm -rf "$root"' EXIT
+nginx_pid=
+trap '[ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null; wait; rm -rf "$root"' EXIT
+port=$(( ${HODEI_OPS_PORT_BASE:-18300} + 10 ))   # nginx; nothing listens on $port + 1
 programs="hodei-scheduler hodei-worker hodeictl hodei-metrics"
 
 n=0
@@ -12,7 +16,7 @@ ok() {  # ok CONDITION-STATUS NAME [DIAGNOSTIC]
     n=$((n + 1))
     if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; [ -n "$3" ] && sed 's/^/# /' <<<"$3"; fi
 }
-echo "1..17"
+echo "1..26"
 
 out=$(make --no-print-directory install DESTDIR="$root/d" 2>&1); ok $? "make install DESTDIR=... succeeds" "$out"
 d=$root/d
@@ -40,6 +44,22 @@ unit=$d/lib/systemd/system/hodei-scheduler.service
 grep -q '^ExecStart=/usr/local/bin/hodei-scheduler ' "$unit"; ok $? "scheduler unit runs \$(PREFIX)/bin/hodei-scheduler"
 grep -q '^Group=www-data' "$unit" && grep -q '^UMask=0027' "$unit"
 ok $? "scheduler unit leaves the segment readable by group www-data"
+grep -q '^ExecStart=.* --tokens /etc/hodei/tokens' "$unit" && grep -q '^ExecReload=/bin/kill -HUP \$MAINPID' "$unit"
+ok $? "scheduler unit passes the tokens file; reload re-reads it (SIGHUP)"
+worker_unit=$d/lib/systemd/system/hodei-worker@.service
+grep -q '^LoadCredential=token:/etc/hodei/worker.token' "$worker_unit" \
+    && grep -q '^ExecStart=.* --token-file %d/token ' "$worker_unit"
+ok $? "worker unit gets its token as a systemd credential"
+
+tokens=$d/etc/hodei/tokens
+[ -f "$tokens" ] && [ ! -s "$tokens" ] && [ "$(stat -c %a "$tokens")" = 600 ]
+ok $? "an empty tokens file, mode 0600" "$(ls -l "$tokens" 2>&1)"
+grep -qx 'z /etc/hodei/tokens 0600 hodei hodei -' "$d/usr/lib/tmpfiles.d/hodei.conf"
+ok $? "tmpfiles.d gives the tokens file to hodei, mode 0600"
+build/hodeictl token create --role admin --tokens "$tokens" > /dev/null 2>&1
+out=$(make --no-print-directory install DESTDIR="$root/d" 2>&1)
+[ "$(build/hodeictl token list --tokens "$tokens" 2>&1 | wc -l)" = 2 ]
+ok $? "a second make install keeps the tokens in the tokens file" "$out$(cat "$tokens")"
 
 out=$(make --no-print-directory install DESTDIR="$root/p" PREFIX=/usr 2>&1)
 grep -q '^ExecStart=/usr/bin/hodei-worker ' "$root/p/lib/systemd/system/hodei-worker@.service" \
@@ -66,10 +86,38 @@ pid $root/nginx/nginx.pid;
 events {}
 http {
     access_log off;
-    include $d/etc/nginx/sites-available/hodei.conf;
+    include $root/nginx/site.conf;
 }
 CONF
+# the installed site with its snippet include pointed at the installed snippet
+site=$d/etc/nginx/sites-available/hodei.conf
+snippet=$d/etc/nginx/snippets/hodei-api.conf
+sed "s|/etc/nginx/snippets/|$d/etc/nginx/snippets/|" "$site" > "$root/nginx/site.conf"
 out=$(nginx -t -q -p "$root/nginx" -c "$root/nginx/nginx.conf" 2>&1); ok $? "nginx -t accepts the module and hodei.conf" "$out"
-grep -q 'hodei_metrics;' "$d/etc/nginx/sites-available/hodei.conf" \
-    && grep -A6 'location = /api/v1/metrics' "$d/etc/nginx/sites-available/hodei.conf" | grep -q 'deny  *all;'
+grep -q 'hodei_metrics;' "$snippet" \
+    && grep -A6 'location = /api/v1/metrics' "$snippet" | grep -q 'deny  *all;'
 ok $? "metrics location is served by hodei_metrics and denied to all but loopback"
+listens=$(grep -h '^[^#]*listen ' "$site" "$snippet")
+[ "$listens" = "    listen 127.0.0.1:8080;" ]
+ok $? "the site listens on loopback only (TLS for remote clients is a commented example)" "$listens"
+grep -q '^ *# *listen 443 ssl;' "$site" && grep -q '^ *# *include /etc/nginx/snippets/hodei-api.conf;' "$site"
+ok $? "a commented TLS server serves the same API"
+
+# The installed site on a live nginx (listen and snippet moved to the test's scratch tree, the
+# scheduler absent): its own refusals are the API's JSON error bodies.
+sed -i -e "s|listen 127.0.0.1:8080;|listen 127.0.0.1:$port;|" \
+    -e "s|server 127.0.0.1:8081;|server 127.0.0.1:$((port + 1));|" "$root/nginx/site.conf"
+sed -i -e 's|^events {}|events {}\ndaemon off;|' "$root/nginx/nginx.conf"
+[ "$(id -u)" = 0 ] && sed -i '1i user root root;' "$root/nginx/nginx.conf"
+sed -i "s|^    access_log off;|    access_log off;\n    client_body_temp_path $root/nginx/body;\n    proxy_temp_path $root/nginx/proxy;|" "$root/nginx/nginx.conf"
+nginx -p "$root/nginx" -c "$root/nginx/nginx.conf" 2>"$root/nginx/logs/stderr" &
+nginx_pid=$!
+for i in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.05; done
+body=$(head -c 70000 /dev/zero | tr '\0' x | curl -s -w ' %{http_code}' -H 'Content-Type: application/json' \
+       --data-binary @- "http://127.0.0.1:$port/api/v1/jobs" | tr -d '\n')
+grep -q '^{"error":"too_large","detail":"[^"]*"} 413$' <<<"$body"
+ok $? "a body over 64 KiB: nginx answers 413 in JSON" "$body$(cat "$root/nginx/logs/stderr")"
+body=$(curl -s -w ' %{http_code}' "http://127.0.0.1:$port/api/v1/jobs" | tr -d '\n')
+grep -q '^{"error":"scheduler_unavailable","detail":"[^"]*"} 502$' <<<"$body"
+ok $? "the scheduler down: nginx answers 502 in JSON" "$body"
+kill "$nginx_pid"; wait "$nginx_pid" 2>/dev/null; nginx_pid=

@@ -80,7 +80,7 @@ PY
 my $out = `/usr/bin/python3 -c '$py' $dir/om.txt $dir/written.tsv`;
 is($?, 0, 'the OpenMetrics parser accepts the rendering');
 my ($families, $n, $missing, $extra, $wrong, $up) = split ' ', $out // '';
-is($families, 26, 'it sees every family');
+is($families, 27, 'it sees every family');
 cmp_ok($n, '>', 1000, "$n samples written");
 is("$missing $extra $wrong", '0 0 0', 'every value parsed back equals the value written');
 cmp_ok($up // -1, '==', 1, 'hodei_scheduler_up is 1 for a fresh segment');

@@ -22,9 +22,15 @@ my $dir = tempdir('hodei-publish-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 chmod 0755, $dir;
 mkdir "$dir/seg" or die;
 chmod 0777, "$dir/seg";
+# the daemon's own tokens file, owned by the user it runs as
+my $tokens_file = "$dir/tokens";
+my $tokens = make_tokens($tokens_file, [admin => 'admin']);
+chown scalar(getpwnam('nobody')), scalar(getgrnam('nogroup')), $tokens_file or die "chown: $!"
+    if @as_other;
 my $d = start_daemon({ segment => "$dir/seg/segment", as => \@as_other }, $port,
-                     qw(--publish-interval-ms 50 --heartbeat-timeout-s 3600
-                        --worker-timeout-s 7200));
+                     '--tokens', $tokens_file, qw(--publish-interval-ms 50
+                     --heartbeat-timeout-s 3600 --worker-timeout-s 7200));
+$d->{token} = $tokens->{admin};
 ok(settle($d), 'the daemon publishes');
 
 sub count_lines { my ($re) = @_; return scalar(() = slurp($d->{log}) =~ /$re/mg) }

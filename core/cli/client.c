@@ -5,9 +5,13 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define CONNECT_TIMEOUT_MS 5000L
 /* Replies are small JSON documents; anything bigger is not the daemon talking. */
@@ -45,6 +49,50 @@ static void buf_free(struct buf *b)
 int hodei_api_global_init(void)
 {
     return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
+}
+
+int hodei_token_load(const char *token_file, char out[HODEI_TOKEN_TEXT_MAX + 1], char *err,
+                     size_t errlen)
+{
+    out[0] = '\0';
+    if (!token_file) {
+        const char *env = getenv("HODEI_TOKEN");
+        if (env && strlen(env) > HODEI_TOKEN_TEXT_MAX) {
+            snprintf(err, errlen, "HODEI_TOKEN is longer than a token");
+            return -1;
+        }
+        snprintf(out, HODEI_TOKEN_TEXT_MAX + 1, "%s", env ? env : "");
+        return 0;
+    }
+    int fd = open(token_file, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        snprintf(err, errlen, "%s: %s", token_file, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    if (st.st_mode & 0007) {
+        snprintf(err, errlen, "%s: others may read it (mode %04o); run: chmod o-rwx %s",
+                 token_file, (unsigned) (st.st_mode & 07777), token_file);
+        close(fd);
+        return -1;
+    }
+    char buf[HODEI_TOKEN_TEXT_MAX + 2];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n < 0) {
+        snprintf(err, errlen, "%s: %s", token_file, strerror(errno));
+        return -1;
+    }
+    buf[n] = '\0';
+    buf[strcspn(buf, "\r\n")] = '\0';
+    if (strlen(buf) > HODEI_TOKEN_TEXT_MAX || !buf[0]) {
+        snprintf(err, errlen, "%s: the first line must be a token", token_file);
+        return -1;
+    }
+    strcpy(out, buf);
+    return 0;
 }
 
 int hodei_api_open(struct hodei_api *api, const char *server_url)
@@ -95,6 +143,18 @@ static int abort_requested(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl
 {
     const struct hodei_api *api = arg;
     return api->abort_on && *api->abort_on;
+}
+
+/* The Authorization header (when the api has a token) appended to headers. */
+static struct curl_slist *auth_header(const struct hodei_api *api, struct curl_slist *headers)
+{
+    char line[HODEI_TOKEN_TEXT_MAX + 32];
+    if (!api->token[0])
+        return headers;
+    snprintf(line, sizeof line, "Authorization: Bearer %s", api->token);
+    struct curl_slist *h = curl_slist_append(headers, line);
+    memset(line, 0, sizeof line);
+    return h ? h : headers;
 }
 
 /* Options every request carries; the caller adds method, body and receiver. */
@@ -164,6 +224,7 @@ int hodei_api_call(struct hodei_api *api, const char *method, const char *path, 
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &received);
+    headers = auth_header(api, headers);
     if (strcmp(method, "GET") != 0) {
         payload = body ? json_dumps(body, JSON_COMPACT) : strdup("");
         if (!payload) {
@@ -171,10 +232,10 @@ int hodei_api_call(struct hodei_api *api, const char *method, const char *path, 
             goto out;
         }
         headers = curl_slist_append(headers, "Content-Type: application/json");
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload);
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(payload));
     }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
     CURLcode rc = curl_easy_perform(c);
     if (rc != CURLE_OK) {
         describe_transport_error(api, rc, errbuf, reply);
@@ -185,6 +246,80 @@ int hodei_api_call(struct hodei_api *api, const char *method, const char *path, 
 out:
     curl_slist_free_all(headers);
     free(payload);
+    free(url);
+    buf_free(&received);
+    return ret;
+}
+
+struct header_catch {
+    const char *name;
+    char       *value;
+    size_t      len;
+};
+
+static size_t catch_header(char *p, size_t size, size_t n, void *arg)
+{
+    struct header_catch *h = arg;
+    size_t name_len = strlen(h->name);
+    if (name_len && n > name_len + 1 && strncasecmp(p, h->name, name_len) == 0
+        && p[name_len] == ':') {
+        const char *v = p + name_len + 1;
+        size_t vlen = n - name_len - 1;
+        while (vlen && (*v == ' ' || *v == '\t'))
+            v++, vlen--;
+        while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
+            vlen--;
+        snprintf(h->value, h->len, "%.*s", (int)vlen, v);
+    }
+    return n;
+}
+
+int hodei_api_get_raw(struct hodei_api *api, const char *path, long timeout_ms,
+                      const char *header, char *header_value, size_t header_len,
+                      char **data, size_t *len, struct hodei_reply *reply)
+{
+    char errbuf[CURL_ERROR_SIZE] = "";
+    struct buf received = {0};
+    struct curl_slist *headers = NULL;
+    struct header_catch catch = { .name = header ? header : "", .value = header_value,
+                                  .len = header_len };
+    char *url = NULL;
+    int ret = -1;
+
+    *reply = (struct hodei_reply){0};
+    *data = NULL;
+    *len = 0;
+    if (header_value && header_len)
+        header_value[0] = '\0';
+    if (asprintf(&url, "%s%s", api->base, path) < 0) {
+        snprintf(reply->error, sizeof reply->error, "out of memory");
+        return -1;
+    }
+    set_common_options(api, url, errbuf);
+    headers = auth_header(api, headers);
+    curl_easy_setopt(api->curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(api->curl, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(api->curl, CURLOPT_WRITEFUNCTION, collect_body);
+    curl_easy_setopt(api->curl, CURLOPT_WRITEDATA, &received);
+    if (header && header_value && header_len) {
+        curl_easy_setopt(api->curl, CURLOPT_HEADERFUNCTION, catch_header);
+        curl_easy_setopt(api->curl, CURLOPT_HEADERDATA, &catch);
+    }
+    CURLcode rc = curl_easy_perform(api->curl);
+    if (rc != CURLE_OK) {
+        describe_transport_error(api, rc, errbuf, reply);
+    } else {
+        curl_easy_getinfo(api->curl, CURLINFO_RESPONSE_CODE, &reply->status);
+        if (reply->status >= 200 && reply->status < 300) {
+            *data = received.data ? received.data : strdup("");
+            *len = received.len;
+            received = (struct buf){0};
+            ret = *data ? 0 : -1;
+        } else {
+            interpret_reply(&received, reply);
+        }
+    }
+    curl_slist_free_all(headers);
     free(url);
     buf_free(&received);
     return ret;
@@ -312,6 +447,7 @@ int hodei_api_follow_events(struct hodei_api *api, hodei_event_fn on_event, void
         goto out;
     }
     set_common_options(api, url, errbuf);
+    headers = auth_header(api, headers);
     curl_easy_setopt(api->curl, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(api->curl, CURLOPT_WRITEFUNCTION, sse_receive);
     curl_easy_setopt(api->curl, CURLOPT_WRITEDATA, &r);

@@ -1,9 +1,9 @@
 package HodeiTest;
 # What the integration tests and benchmarks share: a temp dir, programs started in the
 # background (every one stopped when the script ends, dies or is interrupted), waiting for
-# ports, JSON over HTTP, the scheduler daemon, nginx with the module, the exposition, and the
-# one schema (shm/hodei_schema.c) as build/hodei-metrics --families prints it.  TAP comes from
-# Test::More.
+# ports, JSON over HTTP with bearer tokens, tokens files, the scheduler daemon, nginx with the
+# module, the exposition, and the one schema (shm/hodei_schema.c) as build/hodei-metrics
+# --families prints it.  TAP comes from Test::More.
 #
 # Loading it makes the project root the working directory: every path below is relative to it.
 use strict;
@@ -22,10 +22,10 @@ use Exporter 'import';
 
 our @EXPORT = qw(
     $TMP root slurp schema families label_values
-    spawn wait_exit stop run
+    spawn wait_exit stop run wait_for
     port_open wait_port
     to_json from_json http_get call
-    start_daemon segment_header metrics settle sample rss_kb
+    make_tokens token_file start_daemon segment_header metrics settle sample rss_kb
     nginx_conf start_nginx
 );
 
@@ -142,6 +142,14 @@ sub run {
     return ($status, slurp($out), slurp($err));
 }
 
+# Polls $cond every 50 ms for up to $seconds: 1 as soon as it holds, 0 when time ran out.
+sub wait_for {
+    my ($seconds, $cond) = @_;
+    my $deadline = time + $seconds;
+    until ($cond->()) { return 0 if time > $deadline; sleep 0.05 }
+    return 1;
+}
+
 # ---- ports and HTTP -------------------------------------------------------------------------
 
 sub port_open {
@@ -182,23 +190,60 @@ sub http_get {
 }
 
 # One request to $api->{url} . $path, the body JSON-encoded unless it is a string; returns
-# (status, decoded body or raw text).
+# (status, decoded body or raw text).  It carries $opt{token} when that option is given (undef:
+# no Authorization header), else $api->{token} when there is one.  $opt{response}, a scalar
+# ref, receives HTTP::Tiny's whole response (headers).
 sub call {
     my ($api, $method, $path, $body, %opt) = @_;
     my %headers = %{ $opt{headers} // {} };
+    my $token = exists $opt{token} ? $opt{token} : $api->{token};
+    $headers{Authorization} //= "Bearer $token" if defined $token;
     my %args = (headers => \%headers);
     if (defined $body) {
         $args{content} = ref $body ? to_json($body) : $body;
         $headers{'Content-Type'} //= 'application/json';
     }
     my $r = $HTTP->request($method, $api->{url} . $path, \%args);
+    ${ $opt{response} } = $r if $opt{response};
     my $decoded = eval { from_json($r->{content}) };
     return ($r->{status}, $decoded // $r->{content});
 }
 
+# ---- tokens ---------------------------------------------------------------------------------
+
+# Adds tokens to a tokens file (created mode 0600) with the real `hodeictl token create`;
+# @spec: [name, role] or [name, 'tenant', tenant id].  Returns { name => token }.
+sub make_tokens {
+    my ($file, @spec) = @_;
+    my %t;
+    for my $s (@spec) {
+        my ($name, $role, $tenant) = @$s;
+        my ($status, $out, $err) = run('build/hodeictl', 'token', 'create', '--role', $role,
+                                       $tenant ? ('--tenant', $tenant) : (), '--tokens', $file);
+        die "hodeictl token create $name: $status $err" unless $status == 0;
+        ($t{$name}) = $out =~ /^(hodei_\S+)$/m or die "no token in: $out";
+    }
+    return \%t;
+}
+
+# Writes a token into a file of its own (mode 0600), for --token-file; returns the path.
+my $token_files = 0;
+sub token_file {
+    my ($token) = @_;
+    my $path = "$TMP/token-" . ++$token_files;
+    open(my $fh, '>', $path) or die "$path: $!";
+    chmod 0600, $path;
+    print $fh "$token\n";
+    close $fh;
+    return $path;
+}
+
 # ---- the scheduler daemon and its segment ---------------------------------------------------
 
-# Starts hodei-scheduler; returns a handle { pid, port, url, segment, log }.  An optional first
+# Starts hodei-scheduler; returns a handle { pid, port, url, segment, log, tokens_file,
+# tokens, token }.  Unless @flags say --tokens or --insecure-no-auth, it gets a tokens file of
+# its own with an admin, a worker token and tenant tokens for acme, beta and gamma (tokens:
+# name => token); the handle's token (the one call() sends) is the admin's.  An optional first
 # argument { segment => PATH, as => [COMMAND ...] } puts the segment elsewhere, or runs the
 # daemon through a command (setpriv, to run it as another user).
 my @DAEMONS;
@@ -207,6 +252,13 @@ sub start_daemon {
     my ($port, @flags) = @_;
     my $d = { port => $port, url => "http://127.0.0.1:$port/api/v1",
               segment => $o{segment} // "$TMP/segment-$port", log => "$TMP/daemon-$port.log" };
+    unless (grep { /^--(tokens|insecure-no-auth)\b/ } @flags) {
+        $d->{tokens_file} = "$TMP/tokens-$port";
+        $d->{tokens} = make_tokens($d->{tokens_file}, [admin => 'admin'], [worker => 'worker'],
+                                   map { [$_ => 'tenant', $_] } qw(acme beta gamma));
+        $d->{token} = $d->{tokens}{admin};
+        push @flags, '--tokens', $d->{tokens_file};
+    }
     $d->{pid} = spawn($d->{log}, @{ $o{as} // [] }, 'build/hodei-scheduler',
                       '--listen', "127.0.0.1:$port", '--segment', $d->{segment}, @flags);
     wait_port($port) or die "hodei-scheduler did not start on $port:\n" . slurp($d->{log});
