@@ -135,12 +135,14 @@ static void publish(unsigned workers, unsigned tenants)
         exit(1);
     }
     struct bus_counters bc = { .subscribers = 1 };
+    static struct metrics_copies copies;
+    metrics_copies_init(&copies);
     enum { WARMUP = 8, ROUNDS = 200 };   /* warm-up: first touch of every slot's pages */
     double times[ROUNDS];
     size_t len = 0;
     for (int r = -WARMUP; r < ROUNDS; r++) {
         double t0 = now_s();
-        len = metrics_build(&s, &bc, "bench", buf, cap, 1.7e9);
+        len = metrics_build(&s, &bc, "bench", &copies, buf, cap, 1.7e9);
         if (!len || hodei_seg_publish(&w, buf, len) < 0)
             abort();
         if (r >= 0)

@@ -34,19 +34,15 @@ static void scalar(struct hodei_builder *b, enum hodei_family_id f, double creat
     hodei_builder_scalar(b, NULL, created, v);
 }
 
+/* The classic buckets, native part and exemplars of one consistent copy.  A copy the
+ * scheduler thread kept changing through every try is the last one taken instead: the
+ * snapshot never carries a histogram whose parts disagree. */
 static void histogram(struct hodei_builder *b, enum hodei_family_id f, double created,
-                      const struct sched_histogram *live)
+                      const struct hodei_histogram *live, struct hodei_histogram *copy)
 {
-    struct sched_histogram h;
-    sched_histogram_read(live, &h);
+    hodei_histogram_read(live, copy);
     hodei_builder_family(b, f);
-    unsigned char *rec = hodei_builder_series(b, NULL, created);
-    if (!rec)
-        return;
-    double *sum = (double *) rec;
-    uint64_t *buckets = (uint64_t *) (rec + sizeof(double));
-    *sum = h.sum;
-    memcpy(buckets, h.counts, (h.nbuckets + 1) * sizeof(uint64_t));
+    hodei_builder_histogram(b, NULL, created, copy);
 }
 
 /* One series per tenant of a tenant-labelled counter, read through get. */
@@ -89,8 +85,19 @@ static void per_worker(struct hodei_builder *b, enum hodei_family_id f, const st
     }
 }
 
+void metrics_copies_init(struct metrics_copies *c)
+{
+    const struct hodei_family *f = hodei_families;
+    hodei_histogram_init(&c->scheduling_latency, f[HODEI_F_SCHEDULING_LATENCY_SECONDS].buckets,
+                         f[HODEI_F_SCHEDULING_LATENCY_SECONDS].nbuckets);
+    hodei_histogram_init(&c->queue_wait, f[HODEI_F_QUEUE_WAIT_TIME_SECONDS].buckets,
+                         f[HODEI_F_QUEUE_WAIT_TIME_SECONDS].nbuckets);
+    hodei_histogram_init(&c->job_duration, f[HODEI_F_JOB_DURATION_SECONDS].buckets,
+                         f[HODEI_F_JOB_DURATION_SECONDS].nbuckets);
+}
+
 size_t metrics_build(const struct sched *s, const struct bus_counters *bus, const char *version,
-                     void *buf, size_t cap, double now)
+                     struct metrics_copies *copies, void *buf, size_t cap, double now)
 {
     const struct sched_metrics *m = &s->m;
     double start = s->start_time;
@@ -115,7 +122,8 @@ size_t metrics_build(const struct sched *s, const struct bus_counters *bus, cons
            (double) counter_load(&m->workers_registered));
     scalar(&b, HODEI_F_WORKERS_HEALTHY, start, (double) counter_load(&m->workers_healthy));
     scalar(&b, HODEI_F_WORKERS_TOTAL, start, (double) counter_load(&m->workers_total));
-    histogram(&b, HODEI_F_SCHEDULING_LATENCY_SECONDS, start, &m->scheduling_latency);
+    histogram(&b, HODEI_F_SCHEDULING_LATENCY_SECONDS, start, &m->scheduling_latency,
+              &copies->scheduling_latency);
     hodei_builder_family(&b, HODEI_F_SCHEDULING_DECISIONS_TOTAL);
     for (int d = 0; d < HODEI_DECISION_COUNT; d++) {
         const char *labels[1] = { hodei_decision_names[d] };
@@ -124,7 +132,7 @@ size_t metrics_build(const struct sched *s, const struct bus_counters *bus, cons
     per_worker(&b, HODEI_F_CPU_USAGE_PERCENT, s, offsetof(struct worker, cpu_usage_percent));
     per_worker(&b, HODEI_F_MEMORY_USAGE_MB, s, offsetof(struct worker, memory_usage_mb));
     scalar(&b, HODEI_F_QUEUE_SIZE, start, (double) (queued + assigned));
-    histogram(&b, HODEI_F_QUEUE_WAIT_TIME_SECONDS, start, &m->queue_wait);
+    histogram(&b, HODEI_F_QUEUE_WAIT_TIME_SECONDS, start, &m->queue_wait, &copies->queue_wait);
     per_event_type(&b, HODEI_F_EVENTS_PUBLISHED_TOTAL, start, bus->published);
     per_event_type(&b, HODEI_F_EVENTS_RECEIVED_TOTAL, start, bus->received);
     scalar(&b, HODEI_F_EVENT_BUS_SUBSCRIBERS, start, (double) bus->subscribers);
@@ -132,7 +140,7 @@ size_t metrics_build(const struct sched *s, const struct bus_counters *bus, cons
     const char *version_label[1] = { version };
     hodei_builder_scalar(&b, version_label, start, 1);
     per_tenant(&b, HODEI_F_JOBS_SUBMITTED_TOTAL, s, ntenants, get_submitted);
-    histogram(&b, HODEI_F_JOB_DURATION_SECONDS, start, &m->job_duration);
+    histogram(&b, HODEI_F_JOB_DURATION_SECONDS, start, &m->job_duration, &copies->job_duration);
     scalar(&b, HODEI_F_JOBS_RUNNING, start, (double) counter_load(&m->jobs_running));
     per_event_type(&b, HODEI_F_EVENTS_DROPPED_TOTAL, start, bus->dropped);
     hodei_builder_family(&b, HODEI_F_METRICS_LABEL_OVERFLOW_TOTAL);
@@ -165,7 +173,8 @@ static uint64_t bus_total(const struct bus_counters *c)
 static size_t build(struct metrics_publisher *p, const struct bus_counters *bc)
 {
     for (;;) {
-        size_t len = metrics_build(p->sched, bc, p->version, p->buf, p->cap, hodei_now());
+        size_t len = metrics_build(p->sched, bc, p->version, &p->copies, p->buf, p->cap,
+                                   hodei_now());
         if (len > 0 || p->cap >= p->cap_max)
             return len;
         size_t cap = p->cap * 2 < p->cap_max ? p->cap * 2 : p->cap_max;
@@ -243,6 +252,7 @@ int metrics_start(struct metrics_publisher *p, const char *path, const struct sc
     p->sched = s;
     p->bus = bus;
     p->version = version;
+    metrics_copies_init(&p->copies);
     p->interval_ms = interval_ms;
     p->cap_max = hodei_payload_bound(caps);
     p->cap = p->cap_max < FIRST_BUFFER ? p->cap_max : FIRST_BUFFER;

@@ -7,6 +7,7 @@
 
 #include "alloc.h"
 #include "hodei_clock.h"
+#include "hodei_render.h"
 
 const char *const job_state_names[JOB_STATE_COUNT] = {
     "queued", "assigned", "running", "succeeded", "failed", "cancelled" };
@@ -24,35 +25,48 @@ static inline void gauge_store(double *p, double v)
     __atomic_store(p, &v, __ATOMIC_RELAXED);
 }
 
-static void histogram_init(struct sched_histogram *h, enum hodei_family_id id)
+static void histogram_init(struct hodei_histogram *h, enum hodei_family_id id)
 {
-    memset(h, 0, sizeof *h);
-    h->bounds = hodei_families[id].buckets;
-    h->nbuckets = hodei_families[id].nbuckets;
+    hodei_histogram_init(h, hodei_families[id].buckets, hodei_families[id].nbuckets);
 }
 
-static void histogram_observe(struct sched_histogram *h, double v)
+/* A job as its observations' exemplars name it, copied: a decision may free the job before
+ * its latency is recorded. */
+struct job_ref {
+    char id[24];
+    char tenant_id[HODEI_ID_MAX + 1];
+};
+
+static void job_ref(struct job_ref *r, const struct job *j)
 {
-    unsigned i = 0;
-    while (i < h->nbuckets && v > h->bounds[i])
-        i++;
-    counter_add(&h->counts[i], 1);
-    gauge_store(&h->sum, h->sum + v);
+    r->id[hodei_fmt_u64(r->id, j->id)] = '\0';
+    strcpy(r->tenant_id, j->tenant_id);
+}
+
+static double wall(const struct sched *s, double now);
+
+/* Records v seconds of job r at monotonic time now: the classic and native parts and the
+ * exemplar of v's bucket.  A NaN or negative v (a clock gone wrong) is counted nowhere. */
+static void histogram_observe(const struct sched *s, struct hodei_histogram *h, double v,
+                              const struct job_ref *r, double now)
+{
+    struct hodei_exemplar e;
+    hodei_job_exemplar(&e, r->id, r->tenant_id, wall(s, now));
+    hodei_histogram_observe(h, v, &e);
+}
+
+static void job_observe(const struct sched *s, struct hodei_histogram *h, double v,
+                        const struct job *j, double now)
+{
+    struct job_ref r;
+    job_ref(&r, j);
+    histogram_observe(s, h, v, &r, now);
 }
 
 void sched_count_auth_failure(struct sched *s, enum hodei_auth_failure why)
 {
     __atomic_fetch_add(&s->m.auth_failures[why], 1, __ATOMIC_RELAXED);
     __atomic_fetch_add(&s->changes, 1, __ATOMIC_RELAXED);
-}
-
-void sched_histogram_read(const struct sched_histogram *h, struct sched_histogram *out)
-{
-    out->bounds = h->bounds;
-    out->nbuckets = h->nbuckets;
-    for (unsigned i = 0; i <= h->nbuckets; i++)
-        out->counts[i] = counter_load(&h->counts[i]);
-    out->sum = gauge_load(&h->sum);
 }
 
 static unsigned long hash_string(const char *s)
@@ -397,7 +411,7 @@ static void assign(struct sched *s, struct job *j, struct worker *w, double now)
         heap_push(&s->deadlines, j);
     }
     tenant_count(s, j->tenant, &j->tenant->scheduled, HODEI_F_JOBS_SCHEDULED_TOTAL);
-    histogram_observe(&s->m.queue_wait, now - j->queued_mono);
+    job_observe(s, &s->m.queue_wait, now - j->queued_mono, j, now);
     emit(s, HODEI_EV_JOB_ASSIGNED, j, w);
 }
 
@@ -414,7 +428,7 @@ static void release(struct sched *s, struct job *j, double now)
     if (j->deadline_slot != HEAP_NONE)
         heap_remove(&s->deadlines, j);
     if (j->st.state == JOB_RUNNING)
-        histogram_observe(&s->m.job_duration, now - j->started_mono);
+        job_observe(s, &s->m.job_duration, now - j->started_mono, j, now);
     s->capacity_epoch++;
 }
 
@@ -485,16 +499,20 @@ static void finish(struct sched *s, struct job *j, enum job_state st, int error_
     retire(s, j);
 }
 
-static void record_decision(struct sched *s, enum hodei_decision d, double seconds)
+/* A decision about job r that took seconds, made in the round at monotonic time now. */
+static void record_decision(struct sched *s, enum hodei_decision d, double seconds,
+                            const struct job_ref *r, double now)
 {
     counter_add(&s->m.decisions[d], 1);
-    histogram_observe(&s->m.scheduling_latency, seconds);
+    histogram_observe(s, &s->m.scheduling_latency, seconds, r, now);
 }
 
 /* Puts a job that lost its attempt back in the queue: a requeued decision.  began: whether
  * the attempt counts (it does unless it never started). */
 static void requeue(struct sched *s, struct job *j, int began, double now)
 {
+    struct job_ref r;
+    job_ref(&r, j);
     double t0 = hodei_mono();
     status_begin(j);
     set_state(s, j, JOB_QUEUED);
@@ -505,7 +523,7 @@ static void requeue(struct sched *s, struct job *j, int began, double now)
     status_end(j);
     queue_insert(s, j, now);
     emit(s, HODEI_EV_JOB_REQUEUED, j, NULL);
-    record_decision(s, HODEI_DECISION_REQUEUED, hodei_mono() - t0);
+    record_decision(s, HODEI_DECISION_REQUEUED, hodei_mono() - t0, &r, now);
 }
 
 /* The end of an attempt that did not succeed: again, or failed for good. */
@@ -840,6 +858,8 @@ unsigned sched_round(struct sched *s, double now)
         struct job *j = queue_head(s);
         if (!j || (j->id == s->blocked_job && s->blocked_epoch == s->capacity_epoch))
             break;
+        struct job_ref r;
+        job_ref(&r, j);
         double t0 = hodei_mono();
         enum hodei_decision d;
         struct cap_node *fit = cap_index_best_fit(&s->free_index, j->memory_mb, j->cpu_m);
@@ -856,7 +876,7 @@ unsigned sched_round(struct sched *s, double now)
             touch(s);
             d = HODEI_DECISION_NO_CAPACITY;
         }
-        record_decision(s, d, hodei_mono() - t0);
+        record_decision(s, d, hodei_mono() - t0, &r, now);
         decisions++;
         if (d == HODEI_DECISION_NO_CAPACITY)
             break;

@@ -38,6 +38,7 @@
 #include <urcu/list.h>
 #include <urcu/rculfhash.h>
 
+#include "hodei_histogram.h"
 #include "hodei_schema.h"
 #include "capindex.h"
 #include "heap.h"
@@ -173,14 +174,6 @@ struct worker {
     double   memory_usage_mb;
 };
 
-/* A histogram with per-bucket (not cumulative) counts, as the snapshot stores them. */
-struct sched_histogram {
-    const double *bounds;
-    unsigned nbuckets;
-    double   sum;
-    uint64_t counts[HODEI_BUCKETS_MAX + 1];
-};
-
 struct tenant {
     char     id[HODEI_ID_MAX + 1];   /* HODEI_OVERFLOW_LABEL for the overflow tenant */
     struct cds_lfht_node node;
@@ -213,7 +206,9 @@ struct sched_metrics {
     uint64_t decisions[HODEI_DECISION_COUNT];
     uint64_t workers_registered;
     uint64_t label_overflow[HODEI_F_COUNT];
-    struct sched_histogram scheduling_latency, queue_wait, job_duration;
+    /* classic + native + each bucket's latest job (hodei_histogram.h): this thread observes,
+     * the metrics thread copies with hodei_histogram_read() */
+    struct hodei_histogram scheduling_latency, queue_wait, job_duration;
     /* counted by API threads with atomic adds (sched_count_auth_failure) */
     uint64_t auth_failures[HODEI_AUTH_COUNT];
     /* gauges */
@@ -306,8 +301,6 @@ static inline double gauge_load(const double *p)
 }
 /* Counts a refused request: any thread. */
 void sched_count_auth_failure(struct sched *s, enum hodei_auth_failure why);
-/* Copies a histogram (bucket counts, then sum) from another thread. */
-void sched_histogram_read(const struct sched_histogram *h, struct sched_histogram *out);
 
 static inline uint32_t sched_tenant_count(const struct sched *s)
 {

@@ -77,21 +77,6 @@ static const char *label_value(enum hodei_label_kind k, unsigned i, char *buf, s
     }
 }
 
-/* exemplar e for job job_id of tenant_id at time t (strings must outlive e) */
-static void exemplar_of(struct hodei_exemplar *e, const char *job_id, const char *tenant_id,
-                        double t)
-{
-    *e = (struct hodei_exemplar) { .nlabels = 2, .timestamp = t };
-    e->label[0].name = "job_id";
-    e->label[0].name_len = 6;
-    e->label[0].value = job_id;
-    e->label[0].value_len = strlen(job_id);
-    e->label[1].name = "tenant_id";
-    e->label[1].name_len = 9;
-    e->label[1].value = tenant_id;
-    e->label[1].value_len = strlen(tenant_id);
-}
-
 /* The caller's observations of family id into h (an exemplar without a time gets now, the
  * snapshot's time).  Returns 0, or -1 if one is refused. */
 static int observe_given(struct hodei_histogram *h, const struct hodei_fill_params *p,
@@ -103,8 +88,8 @@ static int observe_given(struct hodei_histogram *h, const struct hodei_fill_para
         if (o->family != id)
             continue;
         if (o->job_id)
-            exemplar_of(&e, o->job_id, o->tenant_id ? o->tenant_id : "-",
-                        o->timestamp > 0 ? o->timestamp : now);
+            hodei_job_exemplar(&e, o->job_id, o->tenant_id ? o->tenant_id : "-",
+                               o->timestamp > 0 ? o->timestamp : now);
         if (hodei_histogram_observe(h, o->value, o->job_id ? &e : NULL) != 0)
             return -1;
     }
@@ -127,7 +112,7 @@ static void observe_generated(struct hodei_histogram *h, const struct hodei_fill
             snprintf(job, sizeof(job), "%u", 16 * k + j + 1);
             const char *tenant = label_value(HODEI_LABEL_TENANT, (k + j) % p->tenants,
                                              tenant_buf, sizeof(tenant_buf));
-            exemplar_of(&e, job, tenant, created + 30 + k + j / 8.0);
+            hodei_job_exemplar(&e, job, tenant, created + 30 + k + j / 8.0);
             hodei_histogram_observe(h, lo * pow(hi / lo, (j + 0.5) / n), &e);
         }
     }

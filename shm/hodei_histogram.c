@@ -62,6 +62,22 @@ int hodei_histogram_observe(struct hodei_histogram *h, double v, const struct ho
     return 0;
 }
 
+void hodei_job_exemplar(struct hodei_exemplar *e, const char *job_id, const char *tenant_id,
+                        double timestamp)
+{
+    memset(e, 0, sizeof(*e));
+    e->nlabels = 2;
+    e->label[0].name = "job_id";
+    e->label[0].name_len = sizeof("job_id") - 1;
+    e->label[0].value = job_id;
+    e->label[0].value_len = strlen(job_id);
+    e->label[1].name = "tenant_id";
+    e->label[1].name_len = sizeof("tenant_id") - 1;
+    e->label[1].value = tenant_id;
+    e->label[1].value_len = strlen(tenant_id);
+    e->timestamp = timestamp;
+}
+
 static void load_exemplar(const struct hodei_exemplar_slot *live, struct hodei_exemplar_slot *c)
 {
     c->value = load_double(&live->value);
@@ -75,7 +91,8 @@ static void load_exemplar(const struct hodei_exemplar_slot *live, struct hodei_e
         c->text[w] = LOAD(live->text[w]);
 }
 
-int hodei_histogram_read(const struct hodei_histogram *live, struct hodei_histogram *copy)
+/* A copy into *copy, bounded tries; 0 when it is consistent (else *copy is torn). */
+static int try_read(const struct hodei_histogram *live, struct hodei_histogram *copy)
 {
     for (int tries = 0; tries < HODEI_HISTOGRAM_READ_TRIES; tries++) {
         uint64_t seq = __atomic_load_n(&live->seq, __ATOMIC_ACQUIRE);
@@ -98,6 +115,16 @@ int hodei_histogram_read(const struct hodei_histogram *live, struct hodei_histog
             return 0;
     }
     return -1;
+}
+
+int hodei_histogram_read(const struct hodei_histogram *live, struct hodei_histogram *copy)
+{
+    struct hodei_histogram fresh;
+    memset(&fresh, 0, sizeof(fresh));          /* the buckets past nbuckets too */
+    if (try_read(live, &fresh) != 0)
+        return -1;
+    *copy = fresh;
+    return 0;
 }
 
 /* The exemplar of slot as the builder takes it: pointers into the slot's text. */

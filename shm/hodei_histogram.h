@@ -57,8 +57,14 @@ int hodei_histogram_init(struct hodei_histogram *h, const double *bounds, unsign
  * Returns 0, or -1 (nothing changed) when v is NaN, negative or infinite. */
 int hodei_histogram_observe(struct hodei_histogram *h, double v, const struct hodei_exemplar *ex);
 
+/* The exemplar of a job's observation, as the daemon's histograms carry it:
+ * {job_id, tenant_id} at unix time timestamp.  The strings must outlive *e. */
+void hodei_job_exemplar(struct hodei_exemplar *e, const char *job_id, const char *tenant_id,
+                        double timestamp);
+
 /* Copies live into *copy consistently, from any thread.  Returns 0, or -1 when the writer
- * changed it during every try (keep using an older copy).  *copy is private afterwards. */
+ * changed it during every try: *copy is then left as it was, so an older copy (or a freshly
+ * initialised histogram) stays consistent and usable.  *copy is private afterwards. */
 int hodei_histogram_read(const struct hodei_histogram *live, struct hodei_histogram *copy);
 
 /* Appends h (a copy, or a histogram no thread is changing) as a series of the builder's

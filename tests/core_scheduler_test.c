@@ -156,7 +156,7 @@ static void test_fit_and_best_fit(void **state)
     assert_int_equal(small->free_memory_mb, 1024);
     assert_int_equal(s->m.jobs_assigned, 3);
     assert_int_equal(s->m.jobs_queued, 0);
-    assert_int_equal(s->m.queue_wait.counts[0], 3);
+    assert_int_equal(s->m.queue_wait.count[0], 3);
     assert_int_equal(f->ev.count[HODEI_EV_JOB_ASSIGNED], 3);
 }
 
@@ -267,8 +267,72 @@ static void test_no_capacity_counted_once_per_capacity_change(void **state)
     /* every decision is timed */
     uint64_t timed = 0;
     for (unsigned i = 0; i <= s->m.scheduling_latency.nbuckets; i++)
-        timed += s->m.scheduling_latency.counts[i];
+        timed += s->m.scheduling_latency.count[i];
     assert_int_equal(timed, 5);
+}
+
+/* ---- histograms ------------------------------------------------------------------------ */
+
+/* Bucket k of h has the exemplar {job_id, tenant_id} v at unix time t. */
+static void expect_exemplar(const struct hodei_histogram *h, unsigned k, const struct job *j,
+                            double v, double t)
+{
+    const struct hodei_exemplar_slot *e = &h->exemplar[k];
+    char want[160], got[160];
+    snprintf(want, sizeof want, "job_id=%llu tenant_id=%s %.17g %.17g",
+             (unsigned long long) j->id, j->tenant_id, v, t);
+    const char *text = (const char *) e->text;
+    snprintf(got, sizeof got, "%.*s=%.*s %.*s=%.*s %.17g %.17g", e->name_len[0], text,
+             e->value_len[0], text + e->name_len[0], e->name_len[1],
+             text + e->name_len[0] + e->value_len[0], e->value_len[1],
+             text + e->name_len[0] + e->value_len[0] + e->name_len[1], e->value, e->timestamp);
+    if (e->nlabels != 2 || strcmp(want, got) != 0)
+        fail_msg("bucket %u: exemplar %s, want %s", k, e->nlabels ? got : "none", want);
+}
+
+/* Classic and native parts agree: the same observations in both. */
+static void expect_agreement(const struct hodei_histogram *h, uint64_t n)
+{
+    uint64_t total = 0;
+    for (unsigned k = 0; k <= h->nbuckets; k++)
+        total += h->count[k];
+    assert_int_equal(total, n);
+    assert_int_equal(h->native.count, n);
+    assert_true(h->sum == h->native.sum);
+}
+
+/* Each histogram names the job behind each bucket (its latest observation there), from the
+ * same observations as its classic and native parts; a duration from a clock gone backwards
+ * is counted nowhere. */
+static void test_histograms_name_their_jobs(void **state)
+{
+    struct fixture *f = *state;
+    struct sched *s = &f->s;
+    add_worker(s, "w", 8000, 8192, 1000);
+    struct job *a = submit(s, "acme", 1000, 1024, 0, 1000);
+    struct job *b = submit(s, "globex", 1000, 1024, 0, 1000.25);
+    assert_int_equal(sched_round(s, 1000.5), 2);
+    /* waits of 0.5 and 0.25 s, both in le=0.5: b was last */
+    expect_agreement(&s->m.queue_wait, 2);
+    assert_int_equal(s->m.queue_wait.count[1], 2);
+    expect_exemplar(&s->m.queue_wait, 1, b, 0.25, 1.7e9 + 0.5);
+    /* two decisions, each well below 1 ms */
+    expect_agreement(&s->m.scheduling_latency, 2);
+    assert_int_equal(s->m.scheduling_latency.count[0], 2);
+    const struct hodei_exemplar_slot *d = &s->m.scheduling_latency.exemplar[0];
+    expect_exemplar(&s->m.scheduling_latency, 0, b, d->value, 1.7e9 + 0.5);
+    assert_true(d->value >= 0 && d->value < 1e-3);
+    /* a runs 2.5 s: le=2.5 */
+    assert_int_equal(sched_start(s, a->id, "w", 1001, NULL), SCHED_OK);
+    assert_int_equal(sched_succeed(s, a->id, "w", 0, NULL, 1003.5, NULL), SCHED_OK);
+    expect_agreement(&s->m.job_duration, 1);
+    assert_int_equal(s->m.job_duration.count[3], 1);
+    expect_exemplar(&s->m.job_duration, 3, a, 2.5, 1.7e9 + 3.5);
+    /* b "ends" before it started: nothing counted, in either part, and a stays the exemplar */
+    assert_int_equal(sched_start(s, b->id, "w", 1005, NULL), SCHED_OK);
+    assert_int_equal(sched_succeed(s, b->id, "w", 0, NULL, 1004, NULL), SCHED_OK);
+    expect_agreement(&s->m.job_duration, 1);
+    expect_exemplar(&s->m.job_duration, 3, a, 2.5, 1.7e9 + 3.5);
 }
 
 /* ---- lifecycle -------------------------------------------------------------------------- */
@@ -392,7 +456,7 @@ static void test_retries_and_failure_counts(void **state)
     assert_int_equal(f->ev.count[HODEI_EV_JOB_REQUEUED], 1);
     assert_int_equal(f->ev.count[HODEI_EV_JOB_FAILED], 1);
     /* both runs were observed, and resources are back */
-    assert_int_equal(s->m.job_duration.counts[1] + s->m.job_duration.counts[2], 2);
+    assert_int_equal(s->m.job_duration.count[1] + s->m.job_duration.count[2], 2);
     assert_int_equal(sched_worker(s, "w")->free_cpu_m, 1000);
 }
 
@@ -716,6 +780,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_priority_then_fifo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fair_share_across_tenants, setup, teardown),
         cmocka_unit_test_setup_teardown(test_never_fits_is_rejected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_histograms_name_their_jobs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_capacity_counted_once_per_capacity_change, setup,
                                         teardown),
         cmocka_unit_test(test_every_transition),
