@@ -120,7 +120,9 @@ cmp_ok($scrapes, '>=', 2, "Prometheus scraped both locations at least twice ($sc
 is(query('min(up)'), '1', 'up is 1 for both: each stream parsed')
     or diag(`grep -i error $TMP/prometheus.log | tail -5`);
 my ($first) = grep { m{^/api/v1/metrics } } split /\n/, slurp("$TMP/access.log");
-like($first // '', qr{^/api/v1/metrics application/vnd\.google\.protobuf;proto=io\.prometheus\.client\.MetricFamily;encoding=delimited,},
+my $protobuf = 'application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;'
+               . 'encoding=delimited,';
+like($first // '', qr{^/api/v1/metrics \Q$protobuf\E},
      'Prometheus asks for the delimited protobuf format first');
 
 # ---- native: counts, sums, quantiles ------------------------------------------------------------

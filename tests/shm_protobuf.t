@@ -360,7 +360,8 @@ my ($hists, $nbuckets, $errors, $lat_schema, $wait_schema, $nexemplars, $nrefuse
 is($hists, 3, 'three native histograms checked');
 cmp_ok($nbuckets, '>', 100, "$nbuckets populated buckets recomputed from the observations");
 is($errors, 0, 'schema, zero bucket, count, sum, every bucket and every exemplar are as written');
-cmp_ok($nexemplars, q(>=), 12, "$nexemplars exemplars checked: each bucket's last observation that had one");
+cmp_ok($nexemplars, q(>=), 12,
+       "$nexemplars exemplars checked: each bucket's last observation that had one");
 cmp_ok($nrefused, '>=', 50, "$nrefused exemplars over 128 characters or not UTF-8 were dropped");
 is($lat_schema, 3, 'scheduling latency keeps schema 3');
 cmp_ok($wait_schema // 3, '<', 3,
