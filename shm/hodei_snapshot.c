@@ -280,6 +280,9 @@ int hodei_builder_exemplars(struct hodei_builder *b, const struct hodei_exemplar
     unsigned n = b->cur->nbuckets + 1u;
     unsigned char rec[(HODEI_BUCKETS_MAX + 1) * HODEI_SNAP_EXEMPLAR_SIZE];
     memset(rec, 0, sizeof(rec));
+    /* label names repeat from bucket to bucket: each is stored once */
+    struct { const char *name; size_t len; uint32_t ref; } names[2 * HODEI_EXEMPLAR_LABELS_MAX];
+    unsigned nnames = 0;
     for (unsigned k = 0; k < n; k++) {
         const struct hodei_exemplar *e = &ex[k];
         unsigned char *r = rec + k * HODEI_SNAP_EXEMPLAR_SIZE;
@@ -291,10 +294,23 @@ int hodei_builder_exemplars(struct hodei_builder *b, const struct hodei_exemplar
             return -1;
         }
         uint32_t nlabels = e->nlabels, refs[2 * HODEI_EXEMPLAR_LABELS_MAX] = { 0 };
-        for (unsigned i = 0; i < e->nlabels; i++)
-            if (push_bytes(b, e->label[i].name, e->label[i].name_len, &refs[2 * i]) != 0
-                || push_bytes(b, e->label[i].value, e->label[i].value_len, &refs[2 * i + 1]) != 0)
+        for (unsigned i = 0; i < e->nlabels; i++) {
+            unsigned m = 0;
+            while (m < nnames && !(names[m].len == e->label[i].name_len
+                                   && memcmp(names[m].name, e->label[i].name, names[m].len) == 0))
+                m++;
+            if (m < nnames) {
+                refs[2 * i] = names[m].ref;
+            } else if (push_bytes(b, e->label[i].name, e->label[i].name_len, &refs[2 * i]) != 0) {
                 return -1;
+            } else if (nnames < sizeof(names) / sizeof(names[0])) {
+                names[nnames].name = e->label[i].name;
+                names[nnames].len = e->label[i].name_len;
+                names[nnames++].ref = refs[2 * i];
+            }
+            if (push_bytes(b, e->label[i].value, e->label[i].value_len, &refs[2 * i + 1]) != 0)
+                return -1;
+        }
         memcpy(r, &e->value, 8);
         memcpy(r + 8, &e->timestamp, 8);
         memcpy(r + 16, &nlabels, 4);
@@ -396,8 +412,8 @@ const char *hodei_series_label(const struct hodei_snapshot *s, const unsigned ch
     return (const char *) p + 2;
 }
 
-static int validate_string(const struct hodei_snap_header *h, const unsigned char *base,
-                           uint32_t ref, const char **why)
+static inline int validate_string(const struct hodei_snap_header *h, const unsigned char *base,
+                                  uint32_t ref, const char **why)
 {
     uint16_t len;
     if ((uint64_t) ref + 2 > h->strings_len)
@@ -436,9 +452,34 @@ static double bucket_upper(const unsigned char *base, const struct hodei_snap_fa
     return le;
 }
 
+/* Label names an exemplars blob shares between its buckets, once validated. */
+struct name_memo {
+    uint32_t ref[2 * HODEI_EXEMPLAR_LABELS_MAX];
+    unsigned n;
+};
+
+/* The label name at ref, validated once per blob. */
+static int validate_name(const struct hodei_snap_header *h, const unsigned char *base,
+                         uint32_t ref, struct name_memo *memo, const char **why)
+{
+    for (unsigned m = 0; m < memo->n; m++)
+        if (memo->ref[m] == ref)
+            return 0;
+    size_t len = 0;
+    if (validate_string(h, base, ref, why) != 0)
+        return -1;
+    const unsigned char *name = blob_at(h, base, ref, &len);
+    if (!label_name_valid(name, len))
+        REJECT("exemplar label name is not a label name");
+    if (memo->n < sizeof(memo->ref) / sizeof(memo->ref[0]))
+        memo->ref[memo->n++] = ref;
+    return 0;
+}
+
 static int validate_exemplar(const struct hodei_snap_header *h, const unsigned char *base,
                              const struct hodei_snap_family *fam, const unsigned char *v,
-                             unsigned k, const unsigned char *ex, const char **why)
+                             unsigned k, const unsigned char *ex, struct name_memo *memo,
+                             const char **why)
 {
     double value, timestamp;
     uint32_t nlabels, refs[2 * HODEI_EXEMPLAR_LABELS_MAX + 1];
@@ -467,12 +508,11 @@ static int validate_exemplar(const struct hodei_snap_header *h, const unsigned c
         REJECT("exemplar timestamp is not a finite non-negative number");
     size_t total = 0;
     for (unsigned i = 0; i < 2 * nlabels; i++) {
-        if (validate_string(h, base, refs[i], why) != 0)
-            return -1;
         size_t len = 0;
-        const unsigned char *s = blob_at(h, base, refs[i], &len);
-        if (i % 2 == 0 && !label_name_valid(s, len))
-            REJECT("exemplar label name is not a label name");
+        if ((i % 2 == 0 ? validate_name(h, base, refs[i], memo, why)
+                        : validate_string(h, base, refs[i], why)) != 0)
+            return -1;
+        blob_at(h, base, refs[i], &len);
         total += len;
     }
     if (total > HODEI_EXEMPLAR_LABELS_BYTES)
@@ -510,8 +550,10 @@ static int validate_extras(const struct hodei_snap_header *h, const unsigned cha
         REJECT("exemplars run past the string area");
     if (len != (fam->nbuckets + 1u) * HODEI_SNAP_EXEMPLAR_SIZE)
         REJECT("exemplars are not one per classic bucket");
+    struct name_memo memo = { .n = 0 };
     for (unsigned k = 0; k <= fam->nbuckets; k++)
-        if (validate_exemplar(h, base, fam, v, k, ex + k * HODEI_SNAP_EXEMPLAR_SIZE, why) != 0)
+        if (validate_exemplar(h, base, fam, v, k, ex + k * HODEI_SNAP_EXEMPLAR_SIZE, &memo,
+                              why) != 0)
             return -1;
     return 0;
 }
