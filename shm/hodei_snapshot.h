@@ -26,7 +26,7 @@
  *
  *   exemplar := f64 value, f64 timestamp (unix seconds), u32 nlabels (0: this bucket has none),
  *               u32 label_ref[2 * HODEI_EXEMPLAR_LABELS_MAX] (name, value, name, value; unused
- *               ones 0), u32 reserved (0)
+ *               ones 0; the records of one blob may share a label name's string), u32 reserved (0)
  *
  * An exemplar is the most recent observation of its bucket: its value lies in the bucket, the
  * bucket is not empty, its label names are Prometheus label names and names and values
@@ -123,7 +123,8 @@ void hodei_builder_family_buckets(struct hodei_builder *b, enum hodei_family_id 
                                   const double *bounds, unsigned nbuckets);
 /* Appends a series to the current family.  labels[i] are label values in schema order.
  * Returns the record's value area (double *value for counters/gauges; for histograms
- * double sum followed by uint64_t bucket[nbuckets+1]), zeroed; NULL on error (sticky). */
+ * double sum followed by uint64_t bucket[nbuckets+1]), zeroed (a histogram's native and
+ * exemplars refs: none); NULL on error (sticky). */
 void *hodei_builder_series(struct hodei_builder *b, const char *const *labels, double created);
 /* A histogram series just appended gets its native part (h: no other thread may change it,
  * e.g. a copy from hodei_native_read), or its exemplars: ex[0..nbuckets], +Inf last, nlabels 0
