@@ -360,18 +360,32 @@ ngx_http_hodei_render(ngx_http_request_t *r, ngx_http_hodei_output_t *o,
 /* ---- the handler --------------------------------------------------------------------- */
 
 static ngx_int_t
-ngx_http_hodei_not_allowed(ngx_http_request_t *r)
+ngx_http_hodei_add_header(ngx_http_request_t *r, ngx_str_t *key, ngx_str_t *value)
 {
     ngx_table_elt_t  *h;
 
     h = ngx_list_push(&r->headers_out.headers);
     if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     h->hash = 1;
-    ngx_str_set(&h->key, "Allow");
-    ngx_str_set(&h->value, "GET, HEAD");
+    h->key = *key;
+    h->value = *value;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_hodei_not_allowed(ngx_http_request_t *r)
+{
+    static ngx_str_t  allow = ngx_string("Allow");
+    static ngx_str_t  methods = ngx_string("GET, HEAD");
+
+    if (ngx_http_hodei_add_header(r, &allow, &methods) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     return NGX_HTTP_NOT_ALLOWED;
 }
@@ -409,6 +423,8 @@ ngx_http_hodei_set_content_type(ngx_http_request_t *r, enum hodei_format fmt)
 ngx_int_t
 ngx_http_hodei_scrape_handler(ngx_http_request_t *r)
 {
+    static ngx_str_t             vary = ngx_string("Vary");
+    static ngx_str_t             vary_accept = ngx_string("Accept");
     ngx_int_t                    rc;
     ngx_table_elt_t             *accept;
     enum hodei_format            fmt;
@@ -459,6 +475,11 @@ ngx_http_hodei_scrape_handler(ngx_http_request_t *r)
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = o->sink.total;
     ngx_http_hodei_set_content_type(r, fmt);
+
+    /* the body's format follows Accept: caches must not hand one client's to another */
+    if (ngx_http_hodei_add_header(r, &vary, &vary_accept) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     rc = ngx_http_send_header(r);
 
