@@ -5,7 +5,9 @@
 #  (z) the same ~150-sample scrape with a 64k and a 16m HTTP zone side by side: a scrape
 #      touches only the zone's live series, so its cost must not follow the zone's size;
 #  (b) requests/s of a `return 204` location with the HTTP metrics on vs off, plus the log
-#      handler's instructions per request under callgrind (the steady measure).
+#      handler's instructions per request under callgrind (the steady measure);
+#  (c) what an exemplar of the HTTP histogram would cost: the instructions a request spends
+#      to evaluate $request_id (nginx draws it from OpenSSL's RAND_bytes), beside (b)'s.
 use strict;
 use IO::Socket::INET;
 use warnings;
@@ -189,3 +191,10 @@ my ($handler, $loop) = callgrind('204', $http_b, '/on', $n, 'ngx_http_hodei_log_
 printf "(b) callgrind, %d keep-alive requests to /on: log handler %.0f instructions/request, "
      . "whole request %.0f instructions/request: overhead %.2f%% (goal <= 1%%)\n",
     $n, $handler, $loop, 100 * $handler / $loop;
+
+# (c) the same 204 with $request_id evaluated (as an exemplar of each request would need)
+my $http_c = $http_b =~ s/location = \/on \{/location = \/id { set \$request_id_copy \$request_id;/r;
+my ($rand, $loop_id) = callgrind('request-id', $http_c, '/id', $n, 'RAND_bytes');
+printf "(c) callgrind, %d requests to /id (\$request_id evaluated): %.0f instructions/request more "
+     . "than /on (RAND_bytes %.0f): %.0fx the log handler, %.0f%% of the whole request\n",
+    $n, $loop_id - $loop, $rand, ($loop_id - $loop) / $handler, 100 * ($loop_id - $loop) / $loop;

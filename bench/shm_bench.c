@@ -2,8 +2,9 @@
  * shm_bench — renderer, publish and read costs for snapshots of ~200, ~5,000 and ~25,000
  * samples, each against a plain memcpy of the rendered bytes measured in the same run
  * (interleaved repetitions, medians), because absolute times drift on shared machines.
- * The protobuf rendering of the same snapshot (its three daemon histograms carrying native
- * histograms) is timed in the same repetitions, per sample of the text rendering.
+ * The protobuf rendering of the same snapshot (its three daemon histograms recorded from
+ * 100,000 decision latencies each: native parts of ~130 buckets, an exemplar per classic
+ * bucket) is timed in the same repetitions, per sample of the text rendering.
  */
 #include <math.h>
 #include <stdio.h>
@@ -48,43 +49,37 @@ static int no_flush(struct hodei_sink *s)
     return -1;                                   /* out_buf is sized to hold everything */
 }
 
-/* A native histogram of decision latencies (0.5 us .. 50 ms, ~130 buckets) on every
- * histogram series, as the daemon's will carry. */
-static struct hodei_native_view native_view;
+/* Decision latencies (0.5 us .. 50 ms) for each of the daemon's histograms, as the daemon
+ * will have recorded them: native parts of ~130 buckets and an exemplar per classic bucket. */
+#define OBSERVATIONS 100000
+static struct hodei_fill_observation observations[3 * OBSERVATIONS];
+static char job_ids[OBSERVATIONS][8];
 
-static void serve_native(void *ctx, const struct hodei_snapshot *snap, enum hodei_family_id id,
-                         uint32_t series, struct hodei_series_extra *out)
+static void build_observations(struct hodei_fill_params *p)
 {
-    (void) ctx;
-    (void) snap;
-    (void) id;
-    (void) series;
-    out->native = &native_view;
-}
-
-static void build_native(void)
-{
-    static struct hodei_native h;
-    static unsigned char enc[HODEI_NATIVE_ENCODED_MAX];
-    const char *why;
+    static const enum hodei_family_id ids[3] = { HODEI_F_SCHEDULING_LATENCY_SECONDS,
+        HODEI_F_QUEUE_WAIT_TIME_SECONDS, HODEI_F_JOB_DURATION_SECONDS };
     uint64_t x = 1;
-    hodei_native_init(&h, HODEI_NATIVE_ZERO_THRESHOLD);
-    for (int i = 0; i < 100000; i++) {
+    for (int i = 0; i < OBSERVATIONS; i++) {
         x = x * 6364136223846793005ull + 1442695040888963407ull;
-        hodei_native_observe(&h, 5e-7 * pow(1e5, (double) (x >> 11) / 9007199254740992.0));
+        double v = 5e-7 * pow(1e5, (double) (x >> 11) / 9007199254740992.0);
+        snprintf(job_ids[i], sizeof(job_ids[i]), "%d", i + 1);
+        for (int f = 0; f < 3; f++)
+            observations[f * OBSERVATIONS + i] = (struct hodei_fill_observation) {
+                .family = ids[f], .value = v, .job_id = job_ids[i], .tenant_id = "tenant-0001",
+                .timestamp = 1700000000 + i * 1e-3 };
     }
-    size_t len = hodei_native_encode(&h, enc, sizeof(enc));
-    if (hodei_native_validate(enc, len, &native_view, &why) != 0) {
-        fprintf(stderr, "native histogram: %s\n", why);
-        exit(1);
-    }
+    for (int f = 0; f < 3; f++)
+        p->observed |= (uint64_t) 1 << ids[f];
+    p->observations = observations;
+    p->nobservations = 3 * OBSERVATIONS;
 }
 
 static size_t render(const struct hodei_snapshot *snap, enum hodei_format fmt)
 {
     const struct hodei_snapshot *snaps[1] = { snap };
     struct hodei_render_input in = { .snapshots = snaps, .nsnapshots = 1, .scheduler_up = 1,
-                                     .snapshot_age = 0.1, .series_extra = serve_native };
+                                     .snapshot_age = 0.1 };
     struct hodei_sink s = { .pos = out_buf, .end = out_buf + out_cap, .flush = no_flush };
     if (hodei_render(&s, fmt, &in) != 0) {
         fprintf(stderr, "render buffer too small\n");
@@ -100,6 +95,7 @@ static void run(size_t target)
     p.workers = 1;
     size_t base = hodei_fill_samples(&p);
     p.workers = target > base ? (unsigned) ((target - base) / 2) + 1 : 1;
+    build_observations(&p);
 
     uint32_t caps[HODEI_F_COUNT];
     hodei_fill_caps(&p, caps);
@@ -178,7 +174,6 @@ int main(void)
 {
     printf("shm: text 0.0.4 and protobuf rendering, %d interleaved repetitions, medians "
            "(goal: <= 50 ns/sample, within ~5x of memcpy)\n", REPS);
-    build_native();
     run(200);
     run(5000);
     run(25000);

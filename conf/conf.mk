@@ -27,7 +27,8 @@ install-hodei: $(addprefix $(BUILD)/,$(HODEI_PROGRAMS)) $(HODEI_MODULE)
 	install -D -m 0644 conf/nginx/hodei.conf $(DESTDIR)/etc/nginx/sites-available/hodei.conf
 	install -D -m 0644 conf/nginx/hodei-api.conf $(DESTDIR)/etc/nginx/snippets/hodei-api.conf
 	install -d $(DESTDIR)$(HODEI_CONF_DIR)/grafana
-	install -m 0644 conf/scheduler.json conf/prometheus.yml conf/hodei.rules.yml $(DESTDIR)$(HODEI_CONF_DIR)/
+	install -m 0644 conf/scheduler.json conf/prometheus.yml conf/hodei.rules.yml \
+	    conf/hodei.native.rules.yml $(DESTDIR)$(HODEI_CONF_DIR)/
 	install -m 0644 conf/grafana/hodei.json $(DESTDIR)$(HODEI_CONF_DIR)/grafana/
 	[ -e $(DESTDIR)$(HODEI_CONF_DIR)/tokens ] || install -m 0600 /dev/null $(DESTDIR)$(HODEI_CONF_DIR)/tokens
 	install -d $(DESTDIR)$(SYSTEMD_UNIT_DIR)

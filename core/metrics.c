@@ -34,19 +34,15 @@ static void scalar(struct hodei_builder *b, enum hodei_family_id f, double creat
     hodei_builder_scalar(b, NULL, created, v);
 }
 
+/* The classic buckets, native part and exemplars of one consistent copy.  A copy the
+ * scheduler thread kept changing through every try is the last one taken instead: the
+ * snapshot never carries a histogram whose parts disagree. */
 static void histogram(struct hodei_builder *b, enum hodei_family_id f, double created,
-                      const struct sched_histogram *live)
+                      const struct hodei_histogram *live, struct hodei_histogram *copy)
 {
-    struct sched_histogram h;
-    sched_histogram_read(live, &h);
+    hodei_histogram_read(live, copy);
     hodei_builder_family(b, f);
-    unsigned char *rec = hodei_builder_series(b, NULL, created);
-    if (!rec)
-        return;
-    double *sum = (double *) rec;
-    uint64_t *buckets = (uint64_t *) (rec + sizeof(double));
-    *sum = h.sum;
-    memcpy(buckets, h.counts, (h.nbuckets + 1) * sizeof(uint64_t));
+    hodei_builder_histogram(b, NULL, created, copy);
 }
 
 /* One series per tenant of a tenant-labelled counter. */
@@ -89,8 +85,16 @@ static void per_value(struct hodei_builder *b, enum hodei_family_id f, double cr
     }
 }
 
+void metrics_copies_init(struct metrics_copies *c)
+{
+    for (int h = 0; h < SH_COUNT; h++) {
+        const struct hodei_family *f = &hodei_families[sched_histogram_family[h]];
+        hodei_histogram_init(&c->h[h], f->buckets, f->nbuckets);
+    }
+}
+
 size_t metrics_build(const struct sched *s, uint64_t subscribers, const char *version,
-                     void *buf, size_t cap, double now)
+                     struct metrics_copies *copies, void *buf, size_t cap, double now)
 {
     const struct sched_metrics *m = &s->m;
     double start = s->start_time;
@@ -116,13 +120,15 @@ size_t metrics_build(const struct sched *s, uint64_t subscribers, const char *ve
            (double) counter_load(&m->workers_registered));
     scalar(&b, HODEI_F_WORKERS_HEALTHY, start, (double) counter_load(&m->workers_healthy));
     scalar(&b, HODEI_F_WORKERS_TOTAL, start, (double) counter_load(&m->workers_total));
-    histogram(&b, HODEI_F_SCHEDULING_LATENCY_SECONDS, start, &m->h[SH_SCHEDULING_LATENCY]);
+    histogram(&b, HODEI_F_SCHEDULING_LATENCY_SECONDS, start, &m->h[SH_SCHEDULING_LATENCY],
+              &copies->h[SH_SCHEDULING_LATENCY]);
     per_value(&b, HODEI_F_SCHEDULING_DECISIONS_TOTAL, start, hodei_decision_names,
               HODEI_DECISION_COUNT, m->decisions);
     per_worker(&b, HODEI_F_CPU_USAGE_PERCENT, s, offsetof(struct worker, cpu_usage_percent));
     per_worker(&b, HODEI_F_MEMORY_USAGE_MB, s, offsetof(struct worker, memory_usage_mb));
     scalar(&b, HODEI_F_QUEUE_SIZE, start, (double) (queued + assigned));
-    histogram(&b, HODEI_F_QUEUE_WAIT_TIME_SECONDS, start, &m->h[SH_QUEUE_WAIT]);
+    histogram(&b, HODEI_F_QUEUE_WAIT_TIME_SECONDS, start, &m->h[SH_QUEUE_WAIT],
+              &copies->h[SH_QUEUE_WAIT]);
     per_value(&b, HODEI_F_EVENTS_PUBLISHED_TOTAL, start, hodei_event_type_names,
               HODEI_EV_COUNT, m->events_published);
     per_value(&b, HODEI_F_EVENTS_RECEIVED_TOTAL, start, hodei_event_type_names,
@@ -132,7 +138,8 @@ size_t metrics_build(const struct sched *s, uint64_t subscribers, const char *ve
     const char *version_label[1] = { version };
     hodei_builder_scalar(&b, version_label, start, 1);
     per_tenant(&b, HODEI_F_JOBS_SUBMITTED_TOTAL, s, ntenants, TC_SUBMITTED);
-    histogram(&b, HODEI_F_JOB_DURATION_SECONDS, start, &m->h[SH_JOB_DURATION]);
+    histogram(&b, HODEI_F_JOB_DURATION_SECONDS, start, &m->h[SH_JOB_DURATION],
+              &copies->h[SH_JOB_DURATION]);
     scalar(&b, HODEI_F_JOBS_RUNNING, start, (double) counter_load(&m->jobs_running));
     per_value(&b, HODEI_F_EVENTS_DROPPED_TOTAL, start, hodei_event_type_names,
               HODEI_EV_COUNT, m->events_dropped);
@@ -146,7 +153,8 @@ size_t metrics_build(const struct sched *s, uint64_t subscribers, const char *ve
     }
     per_value(&b, HODEI_F_API_AUTH_FAILURES_TOTAL, start, hodei_auth_failure_names,
               HODEI_AUTH_COUNT, m->auth_failures);
-    histogram(&b, HODEI_F_STORE_COMMIT_DURATION_SECONDS, start, &m->h[SH_STORE_COMMIT]);
+    histogram(&b, HODEI_F_STORE_COMMIT_DURATION_SECONDS, start, &m->h[SH_STORE_COMMIT],
+              &copies->h[SH_STORE_COMMIT]);
     per_value(&b, HODEI_F_STORE_ERRORS_TOTAL, start, hodei_store_error_names,
               HODEI_STORE_ERROR_COUNT, m->store_errors);
     rcu_read_unlock();
@@ -158,7 +166,8 @@ size_t metrics_build(const struct sched *s, uint64_t subscribers, const char *ve
 static size_t build(struct metrics_publisher *p, const struct bus_counters *bc)
 {
     for (;;) {
-        size_t len = metrics_build(p->sched, bc->subscribers, p->version, p->buf, p->cap,
+        size_t len = metrics_build(p->sched, bc->subscribers, p->version, &p->copies, p->buf,
+                                   p->cap,
                                    hodei_now());
         if (len > 0 || p->cap >= p->cap_max)
             return len;
@@ -239,6 +248,7 @@ int metrics_start(struct metrics_publisher *p, const char *path, const struct sc
     p->sched = s;
     p->bus = bus;
     p->version = version;
+    metrics_copies_init(&p->copies);
     p->interval_ms = interval_ms;
     p->cap_max = hodei_payload_bound(caps);
     p->cap = p->cap_max < FIRST_BUFFER ? p->cap_max : FIRST_BUFFER;

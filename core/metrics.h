@@ -23,10 +23,20 @@
  * kinds of their labels. */
 void metrics_caps(uint32_t caps[HODEI_F_COUNT], uint32_t max_tenants, uint32_t max_workers);
 
+/* The last consistent copy of each of the scheduler's histograms, kept by the thread that
+ * builds snapshots: a histogram the scheduler thread kept changing through every try of a new
+ * copy (hodei_histogram_read) goes into the snapshot as it was last copied, never torn. */
+struct metrics_copies {
+    struct hodei_histogram h[SH_COUNT];
+};
+/* Empty histograms with the schema's buckets. */
+void metrics_copies_init(struct metrics_copies *c);
+
 /* Builds the snapshot into buf (8-aligned, cap bytes) from what the scheduler committed (and
- * the bus's current number of subscribers); returns its length, 0 if it did not fit. */
+ * the bus's current number of subscribers), taking fresh copies of the histograms into
+ * *copies; returns its length, 0 if it did not fit. */
 size_t metrics_build(const struct sched *s, uint64_t subscribers, const char *version,
-                     void *buf, size_t cap, double now);
+                     struct metrics_copies *copies, void *buf, size_t cap, double now);
 
 struct metrics_publisher {
     struct hodei_seg_writer seg;
@@ -34,6 +44,7 @@ struct metrics_publisher {
     struct bus *bus;
     struct bus_sub *sub;
     const char *version;
+    struct metrics_copies copies;
     void *buf;
     size_t cap;                 /* bytes of buf: grows with the snapshot ... */
     size_t cap_max;             /* ... up to what the series caps allow */

@@ -2,6 +2,7 @@
  * (see persist.h). */
 #include "persist.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,7 +13,11 @@
 #include "log.h"
 
 #define TENANT_META     "tenant/"
-#define HISTOGRAM_MAGIC 0x31484448u   /* "HDH1": u32 magic, u32 nbuckets, f64 sum, u64 counts */
+/* A histogram's blob: u32 magic, u32 nbuckets, f64 sum, u64 counts[nbuckets + 1], then its
+ * native part as hodei_native_encode() writes it.  Exemplars are not kept: they point at
+ * recent jobs, and the next observations bring new ones. */
+#define HISTOGRAM_MAGIC 0x32484448u   /* "HDH2" */
+#define HISTOGRAM_HEADER 16
 
 /* ---- keys ------------------------------------------------------------------------------ */
 
@@ -139,15 +144,18 @@ static int put_sampled(struct store_batch *b, enum hodei_family_id f, const char
 }
 
 static void put_histogram(struct store_batch *b, enum hodei_family_id f,
-                          const struct sched_histogram *h)
+                          const struct hodei_histogram *h)
 {
-    unsigned char buf[16 + 8 * (HODEI_BUCKETS_MAX + 1)];
+    unsigned char buf[HISTOGRAM_HEADER + 8 * (HODEI_BUCKETS_MAX + 1) + HODEI_NATIVE_ENCODED_MAX];
     uint32_t magic = HISTOGRAM_MAGIC, n = h->nbuckets;
+    size_t classic = HISTOGRAM_HEADER + 8 * ((size_t) n + 1);
     memcpy(buf, &magic, 4);
     memcpy(buf + 4, &n, 4);
     memcpy(buf + 8, &h->sum, 8);
-    memcpy(buf + 16, h->counts, 8 * ((size_t) n + 1));
-    added(store_batch_set_blob(b, hodei_families[f].name, buf, 16 + 8 * ((size_t) n + 1)));
+    memcpy(buf + HISTOGRAM_HEADER, h->count, 8 * ((size_t) n + 1));
+    size_t native = hodei_native_encode(&h->native, buf + classic, sizeof buf - classic);
+    assert(native > 0);   /* HODEI_NATIVE_ENCODED_MAX always suffices */
+    added(store_batch_set_blob(b, hodei_families[f].name, buf, classic + native));
 }
 
 struct store_batch *persist_batch(const struct sched *s, const struct sched_sampled *sampled,
@@ -213,7 +221,7 @@ struct store_batch *persist_batch(const struct sched *s, const struct sched_samp
                         m->label_overflow[f] + cs->label_overflow[f]);
         }
     for (int h = 0; h < SH_COUNT; h++) {
-        struct sched_histogram copy;
+        struct hodei_histogram copy;
         if (sched_histogram_pending(s, (enum sched_histogram_id) h, &copy))
             put_histogram(b, sched_histogram_family[h], &copy);
     }
@@ -368,20 +376,25 @@ static int load_blob(void *ctx, const char *key, const void *data, size_t len)
     if (h == SH_COUNT)
         return refuse(l, "blob %s belongs to no histogram the daemon keeps", key);
     const struct hodei_family *fam = &hodei_families[f];
-    uint32_t magic, n;
-    if (len >= 16) {
+    size_t classic = HISTOGRAM_HEADER + 8 * ((size_t) fam->nbuckets + 1);
+    uint32_t magic = 0, n = 0;
+    if (len >= HISTOGRAM_HEADER) {
         memcpy(&magic, data, 4);
         memcpy(&n, (const char *) data + 4, 4);
     }
-    if (len < 16 || magic != HISTOGRAM_MAGIC || n != fam->nbuckets
-        || len != 16 + 8 * ((size_t) n + 1))
+    if (magic != HISTOGRAM_MAGIC || n != fam->nbuckets || len < classic)
         return refuse(l, "histogram %s: not %u buckets in this version's layout", key,
                       fam->nbuckets);
     double sum;
     uint64_t counts[HODEI_BUCKETS_MAX + 1];
     memcpy(&sum, (const char *) data + 8, 8);
-    memcpy(counts, (const char *) data + 16, 8 * ((size_t) n + 1));
-    sched_load_histogram(l->s, (enum sched_histogram_id) h, sum, counts);
+    memcpy(counts, (const char *) data + HISTOGRAM_HEADER, 8 * ((size_t) n + 1));
+    struct hodei_native_view native;
+    const char *why;
+    if (hodei_native_validate((const char *) data + classic, len - classic, &native, &why) != 0)
+        return refuse(l, "histogram %s: %s", key, why);
+    if (sched_load_histogram(l->s, (enum sched_histogram_id) h, sum, counts, &native) != 0)
+        return refuse(l, "histogram %s: its native part and classic buckets disagree", key);
     return 0;
 }
 

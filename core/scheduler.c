@@ -9,6 +9,7 @@
 
 #include "alloc.h"
 #include "hodei_clock.h"
+#include "hodei_render.h"
 
 const char *const job_state_names[JOB_STATE_COUNT] = {
     "queued", "assigned", "running", "succeeded", "failed", "cancelled" };
@@ -33,40 +34,29 @@ static inline void gauge_store(double *p, double v)
     __atomic_store(p, &v, __ATOMIC_RELAXED);
 }
 
-static void histogram_init(struct sched_histogram *h, enum hodei_family_id id)
+static void histogram_init(struct hodei_histogram *h, enum hodei_family_id id)
 {
-    memset(h, 0, sizeof *h);
-    h->bounds = hodei_families[id].buckets;
-    h->nbuckets = hodei_families[id].nbuckets;
+    hodei_histogram_init(h, hodei_families[id].buckets, hodei_families[id].nbuckets);
 }
 
-static unsigned histogram_bucket(const struct sched_histogram *h, double v)
+/* A job as an observation's exemplar names it, copied: a decision may retire the job before
+ * its latency is recorded. */
+struct job_ref {
+    uint64_t id;
+    char     tenant_id[HODEI_ID_MAX + 1];
+};
+
+static void job_ref(struct job_ref *r, const struct job *j)
 {
-    unsigned i = 0;
-    while (i < h->nbuckets && v > h->bounds[i])
-        i++;
-    return i;
+    r->id = j->id;
+    strcpy(r->tenant_id, j->tenant_id);
 }
 
-/* Adds v to a committed histogram (readers on other threads). */
-static void histogram_observe(struct sched_histogram *h, double v)
-{
-    counter_add(&h->counts[histogram_bucket(h, v)], 1);
-    gauge_store(&h->sum, h->sum + v);
-}
+static double wall(const struct sched *s, double now);
 
 void sched_count_auth_failure(struct sched *s, enum hodei_auth_failure why)
 {
     __atomic_fetch_add(&s->auth_counted[why], 1, __ATOMIC_RELAXED);
-}
-
-void sched_histogram_read(const struct sched_histogram *h, struct sched_histogram *out)
-{
-    out->bounds = h->bounds;
-    out->nbuckets = h->nbuckets;
-    for (unsigned i = 0; i <= h->nbuckets; i++)
-        out->counts[i] = counter_load(&h->counts[i]);
-    out->sum = gauge_load(&h->sum);
 }
 
 static unsigned long hash_string(const char *s)
@@ -182,21 +172,49 @@ static void touch_tenant(struct sched *s, struct tenant *t)
     }
 }
 
-static void observe(struct sched *s, enum sched_histogram_id h, double v, int carried)
+/* Records v in the change set (sched_commit observes it), with the exemplar of job r (NULL:
+ * none) at monotonic time now.  carried: not the change set's own, so kept across a rollback. */
+static void observe(struct sched *s, enum sched_histogram_id h, double v,
+                    const struct job_ref *r, double now, int carried)
 {
     struct sched_changes *cs = &s->cs;
     if (cs->nobs == cs->obs_cap) {
         cs->obs_cap = cs->obs_cap ? cs->obs_cap * 2 : 64;
         cs->obs = xrealloc(cs->obs, cs->obs_cap * sizeof *cs->obs);
     }
-    cs->obs[cs->nobs++] = (struct sched_observation) { .histogram = (uint8_t) h,
-                                                       .carried = (uint8_t) carried,
-                                                       .value = v };
+    struct sched_observation *o = &cs->obs[cs->nobs++];
+    *o = (struct sched_observation) { .histogram = (uint8_t) h, .carried = (uint8_t) carried,
+                                      .value = v };
+    if (r) {
+        o->job_id = r->id;
+        o->at = wall(s, now);
+        strcpy(o->tenant_id, r->tenant_id);
+    }
+}
+
+static void job_observe(struct sched *s, enum sched_histogram_id h, double v,
+                        const struct job *j, double now)
+{
+    struct job_ref r;
+    job_ref(&r, j);
+    observe(s, h, v, &r, now, 0);
 }
 
 void sched_observe_carried(struct sched *s, enum sched_histogram_id h, double value)
 {
-    observe(s, h, value, 1);
+    observe(s, h, value, NULL, 0, 1);
+}
+
+/* Observes o in h, with its exemplar. */
+static void observation_apply(struct hodei_histogram *h, const struct sched_observation *o)
+{
+    struct hodei_exemplar e;
+    char id[24];
+    if (o->job_id) {
+        id[hodei_fmt_u64(id, o->job_id)] = '\0';
+        hodei_job_exemplar(&e, id, o->tenant_id, o->at);
+    }
+    hodei_histogram_observe(h, o->value, o->job_id ? &e : NULL);
 }
 
 static void record_transition(struct sched *s, const struct job *j, int from,
@@ -235,14 +253,13 @@ int sched_dirty(const struct sched *s)
 }
 
 int sched_histogram_pending(const struct sched *s, enum sched_histogram_id h,
-                            struct sched_histogram *out)
+                            struct hodei_histogram *out)
 {
     *out = s->m.h[h];   /* this thread is the only writer: a plain copy is consistent */
     int any = 0;
     for (size_t i = 0; i < s->cs.nobs; i++)
         if (s->cs.obs[i].histogram == h) {
-            out->counts[histogram_bucket(out, s->cs.obs[i].value)]++;
-            out->sum += s->cs.obs[i].value;
+            observation_apply(out, &s->cs.obs[i]);
             any = 1;
         }
     return any;
@@ -746,10 +763,12 @@ struct job *sched_job(struct sched *s, uint64_t id)
     return node ? caa_container_of(node, struct job, node) : NULL;
 }
 
-static void record_decision(struct sched *s, enum hodei_decision d, double seconds)
+/* A decision about job r that took seconds, made in the round at monotonic time now. */
+static void record_decision(struct sched *s, enum hodei_decision d, double seconds,
+                            const struct job_ref *r, double now)
 {
     s->cs.decisions[d]++;
-    observe(s, SH_SCHEDULING_LATENCY, seconds, 0);
+    observe(s, SH_SCHEDULING_LATENCY, seconds, r, now, 0);
 }
 
 static void assign(struct sched *s, struct job *j, struct worker *w, double now)
@@ -763,7 +782,7 @@ static void assign(struct sched *s, struct job *j, struct worker *w, double now)
     if (s->cfg.assignment_lease > 0)
         deadline_set(s, j, now + s->cfg.assignment_lease);
     tenant_count(s, j->tenant, TC_SCHEDULED, HODEI_F_JOBS_SCHEDULED_TOTAL);
-    observe(s, SH_QUEUE_WAIT, now - j->queued_mono, 0);
+    job_observe(s, SH_QUEUE_WAIT, now - j->queued_mono, j, now);
     emit(s, HODEI_EV_JOB_ASSIGNED, j, w);
 }
 
@@ -771,7 +790,7 @@ static void assign(struct sched *s, struct job *j, struct worker *w, double now)
 static void release(struct sched *s, struct job *j, double now)
 {
     if (j->st.state == JOB_RUNNING)
-        observe(s, SH_JOB_DURATION, now - j->started_mono, 0);
+        job_observe(s, SH_JOB_DURATION, now - j->started_mono, j, now);
     if (j->worker)
         vacate(s, j);
     else
@@ -852,6 +871,8 @@ static void finish(struct sched *s, struct job *j, enum job_state st, int error_
  * the attempt counts (it does unless it never started). */
 static void requeue(struct sched *s, struct job *j, int began, double now)
 {
+    struct job_ref r;
+    job_ref(&r, j);
     double t0 = hodei_mono();
     set_state(s, j, JOB_QUEUED, now);
     if (!began)
@@ -860,7 +881,7 @@ static void requeue(struct sched *s, struct job *j, int began, double now)
     j->st.assigned_at = j->st.started_at = 0;
     queue_insert(s, j, now);
     emit(s, HODEI_EV_JOB_REQUEUED, j, NULL);
-    record_decision(s, HODEI_DECISION_REQUEUED, hodei_mono() - t0);
+    record_decision(s, HODEI_DECISION_REQUEUED, hodei_mono() - t0, &r, now);
 }
 
 /* The end of an attempt that did not succeed: again, or failed for good. */
@@ -1260,6 +1281,8 @@ unsigned sched_round(struct sched *s, double now)
         struct job *j = queue_head(s);
         if (!j || (j->id == s->blocked_job && s->blocked_epoch == s->capacity_epoch))
             break;
+        struct job_ref r;
+        job_ref(&r, j);
         double t0 = hodei_mono();
         enum hodei_decision d;
         struct cap_node *fit = cap_index_best_fit(&s->free_index, j->memory_mb, j->cpu_m);
@@ -1275,7 +1298,7 @@ unsigned sched_round(struct sched *s, double now)
             s->blocked_epoch = s->capacity_epoch;
             d = HODEI_DECISION_NO_CAPACITY;
         }
-        record_decision(s, d, hodei_mono() - t0);
+        record_decision(s, d, hodei_mono() - t0, &r, now);
         decisions++;
         if (d == HODEI_DECISION_NO_CAPACITY)
             break;
@@ -1387,7 +1410,7 @@ void sched_commit(struct sched *s)
         if (cs->label_overflow[f])
             counter_add(&m->label_overflow[f], cs->label_overflow[f]);
     for (size_t i = 0; i < cs->nobs; i++)
-        histogram_observe(&m->h[cs->obs[i].histogram], cs->obs[i].value);
+        observation_apply(&m->h[cs->obs[i].histogram], &cs->obs[i]);
     cs->nobs = 0;
     struct worker *w, *wn;
     cds_list_for_each_entry_safe(w, wn, &cs->workers, touch_link) {
@@ -1513,11 +1536,10 @@ void sched_load_tenant_count(struct tenant *t, enum tenant_counter c, uint64_t v
     t->count[c] = value;
 }
 
-void sched_load_histogram(struct sched *s, enum sched_histogram_id h, double sum,
-                          const uint64_t *counts)
+int sched_load_histogram(struct sched *s, enum sched_histogram_id h, double sum,
+                         const uint64_t *counts, const struct hodei_native_view *native)
 {
-    s->m.h[h].sum = sum;
-    memcpy(s->m.h[h].counts, counts, (s->m.h[h].nbuckets + 1) * sizeof *counts);
+    return hodei_histogram_restore(&s->m.h[h], sum, counts, native);
 }
 
 struct job *sched_load_job(struct sched *s, const struct job_spec *spec, uint64_t id,

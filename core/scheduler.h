@@ -58,6 +58,7 @@
 #include <urcu/list.h>
 #include <urcu/rculfhash.h>
 
+#include "hodei_histogram.h"
 #include "hodei_schema.h"
 #include "capindex.h"
 #include "heap.h"
@@ -215,15 +216,6 @@ struct worker {
     double   memory_usage_mb;
 };
 
-/* A histogram with per-bucket (not cumulative) counts, as the snapshot stores them.  The
- * scheduler's hold committed observations only (sched_commit applies the change set's). */
-struct sched_histogram {
-    const double *bounds;
-    unsigned nbuckets;
-    double   sum;
-    uint64_t counts[HODEI_BUCKETS_MAX + 1];
-};
-
 /* A tenant's counters, by index. */
 enum tenant_counter {
     TC_SUBMITTED, TC_SCHEDULED, TC_COMPLETED,
@@ -275,7 +267,10 @@ struct sched_metrics {
     uint64_t decisions[HODEI_DECISION_COUNT];
     uint64_t workers_registered;
     uint64_t label_overflow[HODEI_F_COUNT];
-    struct sched_histogram h[SH_COUNT];
+    /* classic + native + each bucket's latest job (hodei_histogram.h), committed
+     * observations only: sched_commit observes, the metrics thread copies with
+     * hodei_histogram_read() */
+    struct hodei_histogram h[SH_COUNT];
     /* counted outside the change set and committed as they were when a batch was built
      * (sched_set_sampled): API refusals, and the bus's counts */
     uint64_t auth_failures[HODEI_AUTH_COUNT];
@@ -312,6 +307,10 @@ struct sched_observation {
     uint8_t  histogram;          /* enum sched_histogram_id */
     uint8_t  carried;            /* not the change set's own: survives a rollback */
     double   value;
+    /* the exemplar: the job observed (job_id 0: none) and when */
+    uint64_t job_id;
+    double   at;
+    char     tenant_id[HODEI_ID_MAX + 1];
 };
 
 /* Everything changed since the last sched_commit or sched_rollback (engine thread only). */
@@ -432,7 +431,7 @@ void sched_observe_carried(struct sched *s, enum sched_histogram_id h, double va
 /* Copies a histogram as committed plus the change set's observations of it (the value the
  * store gets); 1 when the change set observed it. */
 int  sched_histogram_pending(const struct sched *s, enum sched_histogram_id h,
-                             struct sched_histogram *out);
+                             struct hodei_histogram *out);
 /* Sets the committed values counted outside the change set (as the batch that committed
  * sampled them). */
 void sched_set_sampled(struct sched *s, const struct sched_sampled *v);
@@ -446,10 +445,11 @@ void sched_load_start_time(struct sched *s, double unix_seconds);
 /* A tenant with its _created time; counters follow with sched_load_tenant_count. */
 struct tenant *sched_load_tenant(struct sched *s, const char *id, double created);
 void sched_load_tenant_count(struct tenant *t, enum tenant_counter c, uint64_t value);
-/* A histogram's committed sum and per-bucket counts (nbuckets + 1).  The other counters of
- * sched_metrics are plain fields: the loader sets them directly. */
-void sched_load_histogram(struct sched *s, enum sched_histogram_id h, double sum,
-                          const uint64_t *counts);
+/* A histogram as committed: classic sum and per-bucket counts (nbuckets + 1) and its native
+ * part; returns -1 (nothing set) when they disagree (hodei_histogram_restore).  The other
+ * counters of sched_metrics are plain fields: the loader sets them directly. */
+int  sched_load_histogram(struct sched *s, enum sched_histogram_id h, double sum,
+                          const uint64_t *counts, const struct hodei_native_view *native);
 /* A job as the store kept it.  st is its status; output its kept tail (may be NULL). */
 struct job *sched_load_job(struct sched *s, const struct job_spec *spec, uint64_t id,
                            double submitted_at, const struct job_status *st,
@@ -471,8 +471,6 @@ static inline double gauge_load(const double *p)
 }
 /* Counts a refused request: any thread. */
 void sched_count_auth_failure(struct sched *s, enum hodei_auth_failure why);
-/* Copies a histogram (bucket counts, then sum) from another thread. */
-void sched_histogram_read(const struct sched_histogram *h, struct sched_histogram *out);
 
 /* The tenants readers may see: tenants[0 .. this). */
 static inline uint32_t sched_tenant_count(const struct sched *s)

@@ -180,8 +180,9 @@ int  store_batch_set_blob(struct store_batch *b, const char *key, const void *da
 unsigned store_batch_ops(const struct store_batch *b);
 
 /* Hands b to the committer: 0, and done(ctx, ...) (unless NULL) will run exactly once on the
- * committer thread; the store owns b.  -1 with errno EAGAIN when max_pending_bytes are already waiting
- * (the disk is slower than the callers): done never runs and b is still the caller's. */
+ * committer thread; the store owns b.  -1 with errno EAGAIN when max_pending_bytes are
+ * already waiting (the disk is slower than the callers): done never runs and b is still the
+ * caller's. */
 int  store_submit(struct store *st, struct store_batch *b, store_done_fn done, void *ctx);
 
 void store_stats_read(const struct store *st, struct store_stats *out);

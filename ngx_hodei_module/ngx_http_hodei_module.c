@@ -86,6 +86,13 @@ static ngx_command_t  ngx_http_hodei_commands[] = {
       offsetof(ngx_http_hodei_loc_conf_t, metrics),
       NULL },
 
+    { ngx_string("hodei_native_histograms"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_hodei_loc_conf_t, native_histograms),
+      NULL },
+
     { ngx_string("hodei_http_endpoint"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_hodei_endpoint_directive,
@@ -213,6 +220,7 @@ ngx_http_hodei_create_loc_conf(ngx_conf_t *cf)
      */
 
     hlcf->metrics = NGX_CONF_UNSET;
+    hlcf->native_histograms = NGX_CONF_UNSET;
 
     return hlcf;
 }
@@ -236,6 +244,7 @@ ngx_http_hodei_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     ngx_conf_merge_value(conf->metrics, prev->metrics, mcf->zone != NULL);
+    ngx_conf_merge_value(conf->native_histograms, prev->native_histograms, 0);
 
     /* the log phase asks this one pointer whether, and where, to count */
     conf->zone = conf->metrics ? mcf->zone : NULL;

@@ -65,6 +65,7 @@ typedef struct {
 
 typedef struct {
     ngx_flag_t                  metrics;       /* hodei_http_metrics */
+    ngx_flag_t                  native_histograms;  /* hodei_native_histograms */
     ngx_http_hodei_zone_t      *zone;          /* NULL: requests here are not counted */
     /* hodei_http_endpoint with variables; NULL when the label is known at configuration */
     ngx_http_complex_value_t   *endpoint;

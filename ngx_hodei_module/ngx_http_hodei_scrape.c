@@ -360,18 +360,32 @@ ngx_http_hodei_render(ngx_http_request_t *r, ngx_http_hodei_output_t *o,
 /* ---- the handler --------------------------------------------------------------------- */
 
 static ngx_int_t
-ngx_http_hodei_not_allowed(ngx_http_request_t *r)
+ngx_http_hodei_add_header(ngx_http_request_t *r, ngx_str_t *key, ngx_str_t *value)
 {
     ngx_table_elt_t  *h;
 
     h = ngx_list_push(&r->headers_out.headers);
     if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     h->hash = 1;
-    ngx_str_set(&h->key, "Allow");
-    ngx_str_set(&h->value, "GET, HEAD");
+    h->key = *key;
+    h->value = *value;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_hodei_not_allowed(ngx_http_request_t *r)
+{
+    static ngx_str_t  allow = ngx_string("Allow");
+    static ngx_str_t  methods = ngx_string("GET, HEAD");
+
+    if (ngx_http_hodei_add_header(r, &allow, &methods) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     return NGX_HTTP_NOT_ALLOWED;
 }
@@ -382,10 +396,17 @@ ngx_http_hodei_set_content_type(ngx_http_request_t *r, enum hodei_format fmt)
 {
     u_char  *semicolon;
 
-    if (fmt == HODEI_FMT_OPENMETRICS) {
-        ngx_str_set(&r->headers_out.content_type, HODEI_CONTENT_TYPE_OPENMETRICS);
+    switch (fmt) {
 
-    } else {
+    case HODEI_FMT_OPENMETRICS:
+        ngx_str_set(&r->headers_out.content_type, HODEI_CONTENT_TYPE_OPENMETRICS);
+        break;
+
+    case HODEI_FMT_PROTOBUF:
+        ngx_str_set(&r->headers_out.content_type, HODEI_CONTENT_TYPE_PROTOBUF);
+        break;
+
+    default: /* HODEI_FMT_TEXT */
         ngx_str_set(&r->headers_out.content_type, HODEI_CONTENT_TYPE_TEXT);
     }
 
@@ -402,6 +423,8 @@ ngx_http_hodei_set_content_type(ngx_http_request_t *r, enum hodei_format fmt)
 ngx_int_t
 ngx_http_hodei_scrape_handler(ngx_http_request_t *r)
 {
+    static ngx_str_t             vary = ngx_string("Vary");
+    static ngx_str_t             vary_accept = ngx_string("Accept");
     ngx_int_t                    rc;
     ngx_table_elt_t             *accept;
     enum hodei_format            fmt;
@@ -409,6 +432,7 @@ ngx_http_hodei_scrape_handler(ngx_http_request_t *r)
     ngx_http_hodei_output_t     *o;
     struct hodei_render_input    in;
     const struct hodei_snapshot *snaps[2];
+    ngx_http_hodei_loc_conf_t   *hlcf;
     ngx_http_hodei_main_conf_t  *mcf;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
@@ -431,9 +455,12 @@ ngx_http_hodei_scrape_handler(ngx_http_request_t *r)
     in.snapshots = snaps;
     in.nsnapshots = 2;
 
+    /* protobuf only where the operator turned native histograms on */
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_http_hodei_module);
     accept = r->headers_in.accept;
-    fmt = accept ? hodei_format_from_accept((const char *) accept->value.data,
-                                            accept->value.len)
+    fmt = accept ? hodei_format_negotiate((const char *) accept->value.data,
+                                          accept->value.len,
+                                          hlcf->native_histograms ? HODEI_ALLOW_PROTOBUF : 0)
                  : HODEI_FMT_TEXT;
 
     o = ngx_palloc(r->pool, sizeof(ngx_http_hodei_output_t));
@@ -448,6 +475,11 @@ ngx_http_hodei_scrape_handler(ngx_http_request_t *r)
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = o->sink.total;
     ngx_http_hodei_set_content_type(r, fmt);
+
+    /* the body's format follows Accept: caches must not hand one client's to another */
+    if (ngx_http_hodei_add_header(r, &vary, &vary_accept) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     rc = ngx_http_send_header(r);
 

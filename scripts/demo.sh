@@ -188,17 +188,21 @@ make_token admin.token admin
 make_token worker.token worker
 for t in "${tenants[@]}"; do make_token "tenant-$t.token" tenant "$t"; done
 
-# nginx: the shipped site and its API locations, moved to the demo's ports and segment.
+# nginx: the shipped site and its API locations, moved to the demo's ports and segment, with
+# native histograms on (the line the README says to uncomment).
 sed -e "s|listen 127\.0\.0\.1:8080;|listen 127.0.0.1:$nginx_port;|" \
     -e "s|127\.0\.0\.1:8081|127.0.0.1:$api_port|" \
     -e "s|/dev/shm/hodei-metrics|$segment|" \
-    -e "s|/etc/nginx/snippets/hodei-api.conf|$root/conf/nginx/hodei-api.conf|" \
+    -e "s|/etc/nginx/snippets/hodei-api.conf|$run/nginx/hodei-api.conf|" \
     "$root/conf/nginx/hodei.conf" >"$run/nginx/hodei.conf"
+sed -e "s|^\( *\)# hodei_native_histograms on;|\1hodei_native_histograms on;|" \
+    "$root/conf/nginx/hodei-api.conf" >"$run/nginx/hodei-api.conf"
 grep -q "listen 127.0.0.1:$nginx_port;" "$run/nginx/hodei.conf" \
     && grep -q "127.0.0.1:$api_port" "$run/nginx/hodei.conf" \
     && grep -q "hodei_segment *$segment;" "$run/nginx/hodei.conf" \
-    && grep -q "^ *include $root/conf/nginx/hodei-api.conf;" "$run/nginx/hodei.conf" \
-    || fail "conf/nginx/hodei.conf no longer has the listen/upstream/segment/include lines the demo moves"
+    && grep -q "^ *include $run/nginx/hodei-api.conf;" "$run/nginx/hodei.conf" \
+    && grep -q "^ *hodei_native_histograms on;" "$run/nginx/hodei-api.conf" \
+    || fail "conf/nginx/hodei.conf and hodei-api.conf no longer have the listen/upstream/segment/include/hodei_native_histograms lines the demo moves"
 {
     echo "load_module $build/ngx_http_hodei_module.so;"
     # Workers of a root master would drop to 'nobody', who cannot read the 0640 segment.
@@ -221,14 +225,20 @@ http {
 EOF
 } >"$run/nginx/nginx.conf"
 
-# Prometheus: the shipped config and rules, scraping the demo's nginx every second.
+# Prometheus: the shipped config and rules, scraping the demo's nginx every second, with native
+# histograms as conf/prometheus.yml says: the native rules and the job that keeps the classic
+# buckets and every bucket's exemplar.
 sed -e "s|^\(  *scrape_interval:\).*|\1 $scrape_interval|" \
     -e "s|^\(  *evaluation_interval:\).*|\1 $scrape_interval|" \
     -e "s|- hodei.rules.yml|- $root/conf/hodei.rules.yml|" \
+    -e "s|^  # - hodei.native.rules.yml.*|  - $root/conf/hodei.native.rules.yml|" \
+    -e "/^#  - job_name: hodei-classic/,\$ s/^#//" \
     -e "s|'localhost:8080'|'127.0.0.1:$nginx_port'|" \
     "$root/conf/prometheus.yml" >"$run/prometheus/prometheus.yml"
 grep -q "127.0.0.1:$nginx_port" "$run/prometheus/prometheus.yml" \
-    || fail "conf/prometheus.yml no longer has the 'localhost:8080' target the demo moves"
+    && grep -q "^  - $root/conf/hodei.native.rules.yml" "$run/prometheus/prometheus.yml" \
+    && grep -q "^  - job_name: hodei-classic" "$run/prometheus/prometheus.yml" \
+    || fail "conf/prometheus.yml no longer has the 'localhost:8080' target and the native-histogram lines the demo moves"
 
 # --- start ---------------------------------------------------------------------------------------
 
@@ -244,7 +254,7 @@ wait_for nginx "http://127.0.0.1:$nginx_port/api/v1/metrics"
 
 start prometheus prometheus --config.file="$run/prometheus/prometheus.yml" \
     --storage.tsdb.path="$run/prometheus/data" --web.listen-address="127.0.0.1:$prom_port" \
-    --log.level=warn
+    --enable-feature=native-histograms,exemplar-storage --log.level=warn
 wait_for prometheus "http://127.0.0.1:$prom_port/-/ready"
 
 for ((w = 1; w <= workers; w++)); do
@@ -314,33 +324,48 @@ prom_value() {
         | sed -n 's/.*"value":\[[^,]*,"\([^"]*\)"\].*/\1/p'
 }
 
-# human SECONDS [FIRST_BUCKET]: "0.8ms", "1.2s", or "-" when there is no value yet.  A
-# quantile within the first bucket is only histogram_quantile's interpolation between 0 and
-# that bound: it says "< 1ms" (the bound) instead of a figure it does not know.
+# human SECONDS: "3.2µs", "0.8ms", "1.2s", or "-" when there is no value yet.  Native
+# histograms resolve microseconds: the decisions' quantiles are real figures, not an
+# interpolation inside a first bucket of 1 ms.
 human() {
-    awk -v v="$1" -v first="${2:-0}" 'BEGIN {
+    awk -v v="$1" 'BEGIN {
         if (v == "" || v == "NaN") print "-";
-        else if (first > 0 && v <= first) printf "< %s\n", first < 1 ? first * 1000 "ms" : first "s";
+        else if (v < 1e-3) printf "%.1fµs\n", v * 1e6;
         else if (v < 1) printf "%.1fms\n", v * 1000; else printf "%.2fs\n", v }'
 }
 
-# first_bucket FAMILY: the first bucket bound of a histogram in the scrape on stdin.
-first_bucket() {
-    sed -n "s/^$1_bucket{le=\"\([^\"]*\)\"}.*/\1/p" | head -1
+# slowest_job: "JOB of TENANT, 3.1s", the exemplar of the highest job-duration bucket that has
+# one in the last minute (Prometheus's exemplar storage), or "-".
+slowest_job() {
+    curl -fsG --max-time 2 "$prom_url/api/v1/query_exemplars" \
+         --data-urlencode 'query=hodei_job_duration_seconds_bucket' \
+         --data-urlencode "start=$(($(date +%s) - 60))" --data-urlencode "end=$(date +%s)" \
+         2>/dev/null | python3 -c '
+import json, sys
+try:
+    ex = [e for s in json.load(sys.stdin)["data"] for e in s["exemplars"]]
+    e = max(ex, key=lambda e: float(e["value"]))
+    print("job %s of %s, %.2fs" % (e["labels"]["job_id"], e["labels"]["tenant_id"],
+                                   float(e["value"])))
+except Exception:
+    print("-")'
 }
 
 # The summary: the scrape gives the counts, Prometheus the quantiles (recorded by the rules).
 summary() {
-    local elapsed=$1 scrape p95_sched p95_wait firing
+    local elapsed=$1 scrape latency p95_wait slowest firing q
     scrape=$(curl -fs --max-time 2 "$metrics_url") || { say "[${elapsed}s] scrape of $metrics_url failed"; return; }
-    p95_sched=$(human "$(prom_value 'hodei:scheduling_latency_seconds:p95_5m')" \
-                      "$(first_bucket hodei_scheduling_latency_seconds <<<"$scrape")")
-    p95_wait=$(human "$(prom_value 'hodei:queue_wait_time_seconds:p95_5m')" \
-                     "$(first_bucket hodei_queue_wait_time_seconds <<<"$scrape")")
+    latency=""
+    for q in p50 p95 p99; do
+        latency="$latency $q $(human "$(prom_value "hodei:scheduling_latency_seconds:${q}_1m")") "
+    done
+    p95_wait=$(human "$(prom_value 'hodei:queue_wait_time_seconds:p95_5m')")
+    slowest=$(slowest_job)
     firing=$(curl -fsG --max-time 2 "$prom_url/api/v1/query" \
                  --data-urlencode 'query=ALERTS{alertstate="firing"}' 2>/dev/null \
              | grep -o '"alertname":"[^"]*"' | cut -d'"' -f4 | sort -u | paste -sd, -)
-    awk -v elapsed="$elapsed" -v p95s="$p95_sched" -v p95w="$p95_wait" -v firing="${firing:-none}" '
+    awk -v elapsed="$elapsed" -v latency="$latency" -v p95w="$p95_wait" -v slowest="$slowest" \
+        -v firing="${firing:-none}" '
         function label(name,   s) {
             if (match($0, name "=\"[^\"]*\"")) { s = substr($0, RSTART, RLENGTH); sub(/^[^"]*"/, "", s); sub(/"$/, "", s); return s }
             return ""
@@ -357,7 +382,8 @@ summary() {
         END {
             printf "[%4ss] queue %d  running %d  workers %d/%d healthy  alerts firing: %s\n",
                    elapsed, queue, running, healthy, total, firing
-            printf "        p95 scheduling latency %s  p95 queue wait %s  (Prometheus, last 5m)\n", p95s, p95w
+            printf "        scheduling latency%s(native histogram, last 1m)\n", latency
+            printf "        p95 queue wait %s (last 5m)  slowest recent job: %s\n", p95w, slowest
             printf "        %-10s %9s %9s %7s\n", "tenant", "submitted", "succeeded", "failed"
             n = 0; for (t in seen) names[++n] = t
             for (i = 2; i <= n; i++) for (j = i; j > 1 && names[j-1] > names[j]; j--) { x = names[j]; names[j] = names[j-1]; names[j-1] = x }

@@ -1,7 +1,9 @@
 /* hodei_fill.c — deterministic populated snapshots (see hodei_fill.h). */
 #include "hodei_fill.h"
+#include "hodei_histogram.h"
 #include "hodei_snapshot.h"
 
+#include <math.h>
 #include <stdio.h>
 
 /* A value in [1, 1000) derived from the seed and the series' position: non-zero, varied. */
@@ -19,6 +21,14 @@ static double created_of(const struct hodei_fill_params *p)
 
 static int params_valid(const struct hodei_fill_params *p)
 {
+    for (unsigned id = 0; id < 64; id++)
+        if ((p->observed >> id & 1) && (id >= HODEI_F_COUNT
+                                        || hodei_families[id].type != HODEI_HISTOGRAM
+                                        || hodei_families[id].source != HODEI_SRC_DAEMON))
+            return 0;
+    for (size_t i = 0; i < p->nobservations; i++)
+        if (!(p->observed >> p->observations[i].family & 1))
+            return 0;
     return p->tenants >= 1 && p->tenants <= 1000000 && p->workers >= 1 && p->workers <= 1000000
            && p->error_types >= 1 && p->error_types <= HODEI_ERR_COUNT
            && p->event_types >= 1 && p->event_types <= HODEI_EV_COUNT;
@@ -67,20 +77,58 @@ static const char *label_value(enum hodei_label_kind k, unsigned i, char *buf, s
     }
 }
 
+/* The caller's observations of family id into h (an exemplar without a time gets now, the
+ * snapshot's time).  Returns 0, or -1 if one is refused. */
+static int observe_given(struct hodei_histogram *h, const struct hodei_fill_params *p,
+                         unsigned id, double now)
+{
+    for (size_t i = 0; i < p->nobservations; i++) {
+        const struct hodei_fill_observation *o = &p->observations[i];
+        struct hodei_exemplar e;
+        if (o->family != id)
+            continue;
+        if (o->job_id)
+            hodei_job_exemplar(&e, o->job_id, o->tenant_id ? o->tenant_id : "-",
+                               o->timestamp > 0 ? o->timestamp : now);
+        if (hodei_histogram_observe(h, o->value, o->job_id ? &e : NULL) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* A few observations spread over every classic bucket (the first from a thousandth of its
+ * bound, the +Inf one up to twice the last bound), each with an exemplar. */
+static void observe_generated(struct hodei_histogram *h, const struct hodei_fill_params *p,
+                              unsigned id, double created)
+{
+    const struct hodei_family *f = &hodei_families[id];
+    for (unsigned k = 0; k <= f->nbuckets; k++) {
+        double lo = k == 0 ? f->buckets[0] / 1000 : f->buckets[k - 1];
+        double hi = k < f->nbuckets ? f->buckets[k] : 2 * f->buckets[k - 1];
+        unsigned n = (unsigned) count_of(p, id, k) % 8 + 1;
+        for (unsigned j = 0; j < n; j++) {
+            char job[24], tenant_buf[32];
+            struct hodei_exemplar e;
+            snprintf(job, sizeof(job), "%u", 16 * k + j + 1);
+            const char *tenant = label_value(HODEI_LABEL_TENANT, (k + j) % p->tenants,
+                                             tenant_buf, sizeof(tenant_buf));
+            hodei_job_exemplar(&e, job, tenant, created + 30 + k + j / 8.0);
+            hodei_histogram_observe(h, lo * pow(hi / lo, (j + 0.5) / n), &e);
+        }
+    }
+}
+
 static void fill_histogram(struct hodei_builder *b, const struct hodei_fill_params *p,
                            unsigned id, double created)
 {
     const struct hodei_family *f = &hodei_families[id];
-    double *sum = hodei_builder_series(b, NULL, created);
-    if (sum == NULL)
-        return;
-    uint64_t *bucket = (uint64_t *) (sum + 1);
-    double total = 0;
-    for (unsigned k = 0; k <= f->nbuckets; k++) {
-        bucket[k] = (uint64_t) count_of(p, id, k);
-        total += bucket[k] * (k < f->nbuckets ? f->buckets[k] : 2 * f->buckets[k - 1]) * 0.75;
-    }
-    *sum = total;
+    struct hodei_histogram h;
+    hodei_histogram_init(&h, f->buckets, f->nbuckets);
+    if (!(p->observed >> id & 1))
+        observe_generated(&h, p, id, created);
+    else if (observe_given(&h, p, id, created + 60) != 0)
+        b->error = 1;
+    hodei_builder_histogram(b, NULL, created, &h);
 }
 
 /* Every combination of the family's label values, the first label varying slowest. */
@@ -115,7 +163,7 @@ size_t hodei_fill_build(void *buf, size_t cap, const struct hodei_fill_params *p
     if (!params_valid(p))
         return 0;
     values_per_kind(p, per_kind);
-    hodei_builder_init(&b, buf, cap, created + 60);
+    hodei_builder_init(&b, buf, cap, created + 60);      /* the fill's "now" */
     for (unsigned id = 0; id < HODEI_F_COUNT; id++) {
         const struct hodei_family *f = &hodei_families[id];
         if (!filled(f))

@@ -1,5 +1,6 @@
 /* hodei_native.c — native histograms: recording, copying, encoding (see hodei_native.h). */
 #include "hodei_native.h"
+#include "hodei_relaxed.h"
 
 #include <float.h>
 #include <math.h>
@@ -38,23 +39,6 @@ int32_t hodei_native_key(double v, int schema)
 }
 
 /* ---- recording ------------------------------------------------------------------------ */
-
-/* The writer is the only thread that stores; it reads its own fields plainly.  Readers load
- * every field relaxed between the two sequence loads. */
-#define STORE(field, v) __atomic_store_n(&(field), (v), __ATOMIC_RELAXED)
-#define LOAD(field)     __atomic_load_n(&(field), __ATOMIC_RELAXED)
-
-static void store_double(double *p, double v)
-{
-    __atomic_store(p, &v, __ATOMIC_RELAXED);
-}
-
-static double load_double(const double *p)
-{
-    double v;
-    __atomic_load(p, &v, __ATOMIC_RELAXED);
-    return v;
-}
 
 int hodei_native_init(struct hodei_native *h, double zero_threshold)
 {
@@ -322,5 +306,32 @@ int hodei_native_validate(const void *data, size_t len, struct hodei_native_view
     }
     if (sum != out->count)
         REJECT("native histogram count is not the zero count plus every bucket");
+    return 0;
+}
+
+int hodei_native_restore(struct hodei_native *h, const struct hodei_native_view *v)
+{
+    struct hodei_native r;
+    memset(&r, 0, sizeof(r));
+    r.schema = v->schema;
+    r.zero_threshold = v->zero_threshold;
+    r.zero_count = v->zero_count;
+    r.count = v->count;
+    r.sum = v->sum;
+    int64_t key = 0;
+    unsigned b = 0;
+    for (unsigned s = 0; s < v->nspans; s++) {
+        int32_t offset;
+        uint32_t length;
+        hodei_native_span(v, s, &offset, &length);
+        key = s == 0 ? (r.first_key = offset) : key + offset;
+        for (uint32_t k = 0; k < length; k++, key++) {
+            if (key - r.first_key >= HODEI_NATIVE_BUCKETS_MAX || b >= v->nbuckets)
+                return -1;
+            r.bucket[key - r.first_key] = hodei_native_count(v, b++);
+        }
+    }
+    r.nkeys = v->nspans ? (uint32_t) (key - r.first_key) : 0;
+    *h = r;
     return 0;
 }

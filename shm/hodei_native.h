@@ -138,6 +138,11 @@ struct hodei_native_view {
 int hodei_native_validate(const void *p, size_t len, struct hodei_native_view *out,
                           const char **why);
 
+/* Makes h (which no other thread may be using yet) the histogram a validated encoding v
+ * describes: how a stored histogram comes back after a restart.  Recording goes on from there,
+ * at v's schema.  Returns 0, or -1 (h unchanged) if v's buckets fit no window. */
+int hodei_native_restore(struct hodei_native *h, const struct hodei_native_view *v);
+
 /* Span i (< nspans) and the count of bucket i (< nbuckets) of a validated encoding. */
 static inline void hodei_native_span(const struct hodei_native_view *v, unsigned i,
                                      int32_t *offset, uint32_t *length)

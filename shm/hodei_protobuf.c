@@ -150,28 +150,12 @@ static unsigned char *put_label_pair(unsigned char *p, unsigned field, const cha
 
 /* ---- Exemplar ------------------------------------------------------------------------- */
 
-static int exemplar_renderable(const struct hodei_exemplar *e)
-{
-    if (e->nlabels == 0 || e->nlabels > HODEI_EXEMPLAR_LABELS_MAX)
-        return 0;
-    size_t total = 0;
-    for (unsigned i = 0; i < e->nlabels; i++) {
-        if (e->label[i].name_len == 0 || e->label[i].name_len > HODEI_EXEMPLAR_LABELS_BYTES
-            || e->label[i].value_len > HODEI_EXEMPLAR_LABELS_BYTES)
-            return 0;
-        total += e->label[i].name_len + e->label[i].value_len;
-        if (!hodei_utf8_valid((const unsigned char *) e->label[i].name, e->label[i].name_len)
-            || !hodei_utf8_valid((const unsigned char *) e->label[i].value, e->label[i].value_len))
-            return 0;
-    }
-    return total <= HODEI_EXEMPLAR_LABELS_BYTES;
-}
-
-/* The exemplar of classic bucket k, when there is one worth rendering. */
+/* The exemplar of classic bucket k, when there is one (the snapshot's validator has checked
+ * its labels against OpenMetrics' limit). */
 static const struct hodei_exemplar *exemplar_of(const struct hodei_pb_metric *m, unsigned k)
 {
     const struct hodei_exemplar *e = m->exemplars ? &m->exemplars[k] : NULL;
-    return e && exemplar_renderable(e) ? e : NULL;
+    return e && e->nlabels ? e : NULL;
 }
 
 static size_t exemplar_size(const struct hodei_exemplar *e)

@@ -23,6 +23,7 @@
 #include "hodei_native.h"
 #include "hodei_render.h"
 #include "hodei_schema.h"
+#include "hodei_snapshot.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the protobuf writer stores doubles as they lie in memory: little-endian hosts only"
@@ -43,7 +44,7 @@ struct hodei_pb_metric {
     unsigned nbuckets;              /* finite classic buckets */
     const unsigned char *bounds;    /* double[nbuckets], any alignment */
     const unsigned char *counts;    /* u64[nbuckets + 1], per bucket (not cumulative), +Inf last */
-    const struct hodei_exemplar *exemplars;    /* NULL or nbuckets + 1 */
+    const struct hodei_exemplar *exemplars;    /* NULL or nbuckets + 1 (nlabels 0: none) */
     const struct hodei_native_view *native;    /* NULL: classic buckets only */
 };
 

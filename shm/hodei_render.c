@@ -281,20 +281,55 @@ static void format_bounds(struct bounds_text *b, const struct hodei_snapshot *sn
     }
 }
 
+/* ` # {a="x",b="y"} value timestamp` after a _bucket sample (OpenMetrics' exemplar; the
+ * timestamp only when known); the line stays well below HODEI_SINK_MIN: at most 128 bytes of
+ * labels, escaped to twice that. */
+static char *put_exemplar(char *p, const struct hodei_exemplar *e)
+{
+    memcpy(p, " # {", 4);
+    p += 4;
+    for (unsigned i = 0; i < e->nlabels; i++) {
+        if (i)
+            *p++ = ',';
+        memcpy(p, e->label[i].name, e->label[i].name_len);
+        p += e->label[i].name_len;
+        *p++ = '=';
+        *p++ = '"';
+        p += hodei_escape_label(p, e->label[i].value, e->label[i].value_len);
+        *p++ = '"';
+    }
+    *p++ = '}';
+    *p++ = ' ';
+    p += hodei_fmt_double(p, e->value);
+    if (e->timestamp > 0) {
+        *p++ = ' ';
+        p += hodei_fmt_double(p, e->timestamp);
+    }
+    return p;
+}
+
 static int put_histogram_series(struct family_ctx *c, const struct bounds_text *b,
                                  const char *labels, size_t labels_len,
-                                 const unsigned char *values)
+                                 const struct hodei_snapshot *snap,
+                                 const struct hodei_snap_family *fam, const unsigned char *rec)
 {
     char num[HODEI_NUM_MAX];
+    const unsigned char *values = rec + hodei_series_values_off(fam->nlabels);
     uint64_t cumulative = 0;
     for (unsigned k = 0; k <= b->n; k++) {
         uint64_t count;
+        struct hodei_exemplar e;
         if (hodei_sink_reserve(c->s) != 0)
             return -1;
         memcpy(&count, values + 16 + 8 * k, 8);
         cumulative += count;
         size_t n = hodei_fmt_u64(num, cumulative);
         put_sample(c, SUFFIX("_bucket"), labels, labels_len, b->le[k], b->len[k], num, n);
+        if (c->fmt == HODEI_FMT_OPENMETRICS && hodei_series_exemplar(snap, fam, rec, k, &e)) {
+            c->s->pos--;                                    /* before the newline */
+            c->s->pos = put_exemplar(c->s->pos, &e);
+            *c->s->pos++ = '\n';
+        }
     }
     double sum, created;
     memcpy(&created, values, 8);
@@ -346,7 +381,7 @@ static int put_snapshot_family(struct family_ctx *c, const struct hodei_snapshot
         }
         size_t labels_len = format_labels(labels, c, snap, rec);
         int rc = c->f->type == HODEI_HISTOGRAM
-                     ? put_histogram_series(c, &bounds, labels, labels_len, rec + voff)
+                     ? put_histogram_series(c, &bounds, labels, labels_len, snap, fam, rec)
                      : put_scalar_series(c, labels, labels_len, v);
         if (rc != 0)
             return -1;
@@ -369,10 +404,11 @@ static int put_header_family(struct family_ctx *c, enum hodei_family_id id,
 
 /* ---- protobuf ------------------------------------------------------------------------ */
 
-/* Series i of fam in snap as the protobuf writer sees it (labels, values, extras). */
-static void pb_series(struct hodei_pb_metric *m, const struct hodei_render_input *in,
-                      const struct hodei_snapshot *snap, const struct hodei_snap_family *fam,
-                      uint32_t i)
+/* Series i of fam in snap as the protobuf writer sees it: labels, values, and a histogram's
+ * exemplars (into ex) and native part (into native). */
+static void pb_series(struct hodei_pb_metric *m, const struct hodei_snapshot *snap,
+                      const struct hodei_snap_family *fam, uint32_t i,
+                      struct hodei_exemplar *ex, struct hodei_native_view *native)
 {
     const unsigned char *rec = hodei_series_at(snap, fam, i);
     const unsigned char *v = rec + hodei_series_values_off(fam->nlabels);
@@ -382,15 +418,14 @@ static void pb_series(struct hodei_pb_metric *m, const struct hodei_render_input
     memcpy(&m->value, v + 8, 8);
     if (m->type != HODEI_HISTOGRAM)
         return;
-    struct hodei_series_extra extra = { NULL, NULL };
-    if (in->series_extra)
-        in->series_extra(in->series_extra_ctx, snap, (enum hodei_family_id) fam->id, i, &extra);
     m->sum = m->value;
     m->nbuckets = fam->nbuckets;
     m->bounds = snap->base + fam->bounds_off;
     m->counts = v + 16;
-    m->exemplars = extra.exemplars;
-    m->native = extra.native;
+    for (unsigned k = 0; k <= fam->nbuckets; k++)
+        hodei_series_exemplar(snap, fam, rec, k, &ex[k]);
+    m->exemplars = ex;
+    m->native = hodei_series_native(snap, fam, rec, native) ? native : NULL;
 }
 
 /* Sizes (sink NULL) or writes one Metric field; adds its bytes to *bytes. */
@@ -420,11 +455,13 @@ static int pb_metrics(struct hodei_sink *sink, enum hodei_family_id id,
                   : id == HODEI_F_METRICS_SNAPSHOT_AGE_SECONDS ? in->snapshot_age : NAN;
         return isnan(m.value) ? 0 : pb_metric(sink, &m, bytes);
     }
+    struct hodei_exemplar ex[HODEI_BUCKETS_MAX + 1];
+    struct hodei_native_view native;
     for (size_t k = 0; k < in->nsnapshots; k++) {
         const struct hodei_snapshot *snap = in->snapshots[k];
         const struct hodei_snap_family *fam = snap ? snap->family[id] : NULL;
         for (uint32_t i = 0; fam && i < fam->nseries; i++) {
-            pb_series(&m, in, snap, fam, i);
+            pb_series(&m, snap, fam, i, ex, &native);
             if (pb_metric(sink, &m, bytes) != 0)
                 return -1;
         }
@@ -565,9 +602,4 @@ enum hodei_format hodei_format_negotiate(const char *accept, size_t len, unsigne
     if ((allow & HODEI_ALLOW_PROTOBUF) && pb_q > 0 && pb_q >= om_q && pb_q >= text_q)
         return HODEI_FMT_PROTOBUF;
     return om_q > 0 && om_q >= text_q ? HODEI_FMT_OPENMETRICS : HODEI_FMT_TEXT;
-}
-
-enum hodei_format hodei_format_from_accept(const char *accept, size_t len)
-{
-    return hodei_format_negotiate(accept, len, 0);
 }

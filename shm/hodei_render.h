@@ -8,8 +8,10 @@
  * present in several sources are concatenated (their label sets never collide).
  *
  * Formats: text 0.0.4, OpenMetrics 1.0, and Prometheus's protobuf exposition (one
- * length-delimited io.prometheus.client.MetricFamily per family, see hodei_protobuf.h), which
- * alone carries native histograms.
+ * length-delimited io.prometheus.client.MetricFamily per family, see hodei_protobuf.h).
+ * What a histogram series carries beyond its classic buckets comes from the snapshot: its
+ * exemplars go into OpenMetrics (after each _bucket sample) and protobuf, its native part into
+ * protobuf alone; text 0.0.4 has neither.
  *
  * Output goes to a caller's sink so that nginx can render straight into its own buffers.
  */
@@ -49,48 +51,12 @@ enum hodei_format { HODEI_FMT_TEXT, HODEI_FMT_OPENMETRICS, HODEI_FMT_PROTOBUF };
 #define HODEI_CONTENT_TYPE_PROTOBUF \
     "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
 
-/* The most recent observation of a classic bucket, with what produced it (e.g. job_id and
- * tenant_id).  Rendered only when its labels fit OpenMetrics' limit: names and values
- * together at most HODEI_EXEMPLAR_LABELS_BYTES bytes of valid UTF-8. */
-#define HODEI_EXEMPLAR_LABELS_MAX  2
-#define HODEI_EXEMPLAR_LABELS_BYTES 128
-struct hodei_exemplar {
-    unsigned nlabels;               /* 0: this bucket has no exemplar */
-    struct {
-        const char *name, *value;   /* not NUL-terminated */
-        size_t      name_len, value_len;
-    } label[HODEI_EXEMPLAR_LABELS_MAX];
-    double   value;                 /* the observation */
-    double   timestamp;             /* unix seconds it was made */
-};
-
-/* What a histogram series carries beyond its classic buckets. */
-struct hodei_series_extra {
-    const struct hodei_native_view *native;   /* validated native histogram, or NULL */
-    const struct hodei_exemplar *exemplars;   /* NULL, or nbuckets + 1 of them: one per
-                                                 classic bucket, +Inf last */
-};
-
-/* Asked for each histogram series by the formats that carry extras (protobuf today, twice per
- * series: a family is sized before it is written), with the same arguments each time, which
- * must get the same answer.  Called from the rendering thread.  *out is zeroed before the
- * call; what it points to must stay valid until the next call or until hodei_render returns.
- * Within one family, either every series has a native part or none has (Prometheus decides by
- * the first one).  When native is set, the native count and sum are the series' count and
- * sum: take the classic and native copies together, so that they describe the same
- * observations. */
-typedef void hodei_series_extra_fn(void *ctx, const struct hodei_snapshot *snap,
-                                   enum hodei_family_id id, uint32_t series,
-                                   struct hodei_series_extra *out);
-
 struct hodei_render_input {
     const struct hodei_snapshot *const *snapshots;   /* validated; NULL entries are skipped */
     size_t   nsnapshots;
     int      scheduler_up;          /* hodei_scheduler_up */
     double   snapshot_age;          /* hodei_metrics_snapshot_age_seconds; NaN: no sample */
     double   created;               /* _created of header-derived families; unused today */
-    hodei_series_extra_fn *series_extra;   /* NULL: classic buckets only, no exemplars */
-    void    *series_extra_ctx;
 };
 
 /* Renders everything.  Returns 0, or -1 if the sink's flush failed. */
@@ -105,8 +71,6 @@ int hodei_render(struct hodei_sink *sink, enum hodei_format fmt,
  * native-histograms feature is on). */
 #define HODEI_ALLOW_PROTOBUF 1u
 enum hodei_format hodei_format_negotiate(const char *accept, size_t len, unsigned allow);
-/* hodei_format_negotiate(accept, len, 0): text or OpenMetrics. */
-enum hodei_format hodei_format_from_accept(const char *accept, size_t len);
 
 /* ---- pieces, exported for tests and for anyone formatting a sample ------------------- */
 

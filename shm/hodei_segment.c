@@ -345,6 +345,19 @@ void hodei_seg_reader_free(struct hodei_seg_reader *r)
     r->copy_cap = 0;
 }
 
+/* Says which version a segment of another layout has: a scheduler and a reader of different
+ * releases. */
+static enum hodei_seg_status bad_version(struct hodei_seg_reader *r, uint32_t found,
+                                         const char **why)
+{
+    snprintf(r->detail, sizeof(r->detail),
+             "the segment has version %u, this reader %u (hodei-scheduler and the reader "
+             "come from different releases)", found, HODEI_SEG_VERSION);
+    if (why)
+        *why = r->detail;
+    return HODEI_SEG_BAD_VERSION;
+}
+
 enum hodei_seg_status hodei_seg_open(struct hodei_seg_reader *r, const char *path)
 {
     struct hodei_seg_header h;
@@ -364,6 +377,8 @@ enum hodei_seg_status hodei_seg_open(struct hodei_seg_reader *r, const char *pat
         rc = HODEI_SEG_CHANGED;                /* shrank since fstat */
     else
         rc = check_header(&h, (uint64_t) st.st_size);
+    if (rc == HODEI_SEG_BAD_VERSION)
+        bad_version(r, h.version, NULL);
     size_t need = rc == HODEI_SEG_OK ? h.slot_size - HODEI_SEG_SLOT_HDR : 0;
     if (rc == HODEI_SEG_OK && r->copy_cap < need) {
         free(r->slot_copy);
@@ -404,7 +419,7 @@ static void step(struct hodei_seg_reader *r, enum hodei_seg_step s)
 }
 
 /* The header again; 0, or the status that ends the read. */
-static enum hodei_seg_status reread_header(struct hodei_seg_reader *r)
+static enum hodei_seg_status reread_header(struct hodei_seg_reader *r, const char **why)
 {
     struct hodei_seg_header h;
     if (pread_full(r->fd, &h, sizeof(h), 0) != 0)
@@ -412,7 +427,7 @@ static enum hodei_seg_status reread_header(struct hodei_seg_reader *r)
     if (h.magic != HODEI_SEG_MAGIC)
         return HODEI_SEG_BAD_MAGIC;
     if (h.version != HODEI_SEG_VERSION)
-        return HODEI_SEG_BAD_VERSION;
+        return bad_version(r, h.version, why);
     if (h.segment_size != r->size || h.slot_size != r->slot_size
         || h.slot_count != r->slot_count || h.birth_id != r->birth_id)
         return changed(r);
@@ -433,7 +448,7 @@ static enum hodei_seg_status read_slot(struct hodei_seg_reader *r, struct hodei_
     if (!r->has_file)
         return HODEI_SEG_MISSING;
     for (int tries = 0; tries < HODEI_SEG_READ_TRIES; tries++) {
-        if (!(tries == 0 && header_fresh) && (rc = reread_header(r)) != HODEI_SEG_OK)
+        if (!(tries == 0 && header_fresh) && (rc = reread_header(r, why)) != HODEI_SEG_OK)
             return rc;
         cmm_smp_rmb();                          /* the slot's contents after the switch */
         uint64_t pub = r->published;
@@ -496,7 +511,7 @@ enum hodei_seg_status hodei_seg_load(struct hodei_seg_reader *r, const char *pat
                                      const char **why)
 {
     enum hodei_seg_status st = hodei_seg_open(r, path);
-    *why = NULL;
+    *why = st == HODEI_SEG_BAD_VERSION ? r->detail : NULL;
     /* the header the open just read is as recent as reading it again */
     if (st == HODEI_SEG_OK)
         st = read_slot(r, snap, generation, why, 1);

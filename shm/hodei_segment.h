@@ -54,7 +54,9 @@
 #include "hodei_clock.h"   /* hodei_now(), hodei_now_ns(): the wall clock of heartbeats */
 
 #define HODEI_SEG_MAGIC      0x3147455349454448ull   /* "HDEISEG1" */
-#define HODEI_SEG_VERSION    1u
+/* Layout version of the file and of the payloads it holds (hodei_snapshot.h).  A reader
+ * serves only its own version: 2 added native histograms and exemplars to histogram series. */
+#define HODEI_SEG_VERSION    2u
 #define HODEI_SEG_LINE       64u
 #define HODEI_SEG_PAGE       4096u
 #define HODEI_SEG_HDR_SIZE   128u
@@ -170,6 +172,7 @@ struct hodei_seg_reader {
     size_t   copy_cap;         /* payload bytes it holds */
     size_t   last_len;         /* the last snapshot's length: how much to copy at first */
     uint64_t retries;          /* torn reads retried, for tests and benchmarks */
+    char     detail[160];      /* what *why points at when the status needs more words */
     /* tests only: called at each step to force an interleaving; NULL otherwise */
     void   (*hook)(struct hodei_seg_reader *r, enum hodei_seg_step step, void *arg);
     void    *hook_arg;
@@ -184,11 +187,13 @@ enum hodei_seg_status hodei_seg_open(struct hodei_seg_reader *r, const char *pat
 struct hodei_snapshot;
 /* Copies one consistent snapshot of the open file into r->copy and validates it into *snap,
  * which stays valid until the reader's next open, read, load or free.  *generation (may be
- * NULL) receives its generation; *why a detail for BAD_PAYLOAD. */
+ * NULL) receives its generation; *why a detail for BAD_PAYLOAD and BAD_VERSION (the version
+ * found), valid as long as *snap. */
 enum hodei_seg_status hodei_seg_read(struct hodei_seg_reader *r, struct hodei_snapshot *snap,
                                      uint64_t *generation, const char **why);
 /* One scrape: open, read, close the file.  A file replaced since (daemon restart, growth)
- * is found by the next load; nothing is held open between loads. */
+ * is found by the next load; nothing is held open between loads.  *why as for
+ * hodei_seg_read(), for a failed open too. */
 enum hodei_seg_status hodei_seg_load(struct hodei_seg_reader *r, const char *path,
                                      struct hodei_snapshot *snap, uint64_t *generation,
                                      const char **why);

@@ -1,7 +1,7 @@
 # shm/: the segment library (no nginx, no daemon types) and its two command-line tools.
 
 SHM_SRCS := shm/hodei_schema.c shm/hodei_snapshot.c shm/hodei_segment.c shm/hodei_render.c \
-            shm/hodei_fill.c shm/hodei_native.c shm/hodei_protobuf.c
+            shm/hodei_fill.c shm/hodei_native.c shm/hodei_protobuf.c shm/hodei_histogram.c
 SHM_OBJS := $(SHM_SRCS:shm/%.c=$(BUILD)/obj/shm/%.o)
 SHM_LIB  := $(BUILD)/libhodeishm.a
 

@@ -45,6 +45,7 @@ __DATA__
 === TEST 1: every family of the schema, with HELP and TYPE, in order; daemon and nginx samples
 --- response_headers
 Content-Type: text/plain; version=0.0.4; charset=utf-8
+Vary: Accept
 --- response_body_like eval
 main::all_families_re(0)
 --- no_error_log

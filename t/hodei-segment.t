@@ -118,7 +118,7 @@ main::fill(); main::poke(8, pack 'L<', 99)
 --- response_body
 families=all daemon_samples=none up=0 age=none http=yes
 --- error_log
-segment layout version is not supported; scheduler reported down
+segment layout version is not supported: the segment has version 99, this reader 2 (hodei-scheduler and the reader come from different releases); scheduler reported down
 
 
 

@@ -281,7 +281,9 @@ static void test_metrics_snapshot(void **state)
     assert_int_equal(caps[HODEI_F_HTTP_REQUESTS_TOTAL], 0);
     size_t cap = hodei_payload_bound(caps);
     void *buf = aligned_alloc(64, (cap + 63) & ~(size_t) 63);
-    size_t len = metrics_build(&s, 1, "9.9.9", buf, cap, 1.7e9 + 1);
+    static struct metrics_copies copies;
+    metrics_copies_init(&copies);
+    size_t len = metrics_build(&s, 1, "9.9.9", &copies, buf, cap, 1.7e9 + 1);
     assert_true(len > 0);
     struct hodei_snapshot snap;
     const char *why = NULL;
@@ -313,6 +315,23 @@ static void test_metrics_snapshot(void **state)
     assert_true(v == 42.5);
     assert_int_equal(snap.family[HODEI_F_SCHEDULING_DECISIONS_TOTAL]->nseries,
                      HODEI_DECISION_COUNT);
+    /* every histogram of the daemon's has its native part, of what the scheduler observed */
+    const enum hodei_family_id hists[] = { HODEI_F_SCHEDULING_LATENCY_SECONDS,
+        HODEI_F_QUEUE_WAIT_TIME_SECONDS, HODEI_F_JOB_DURATION_SECONDS };
+    const struct hodei_histogram *live[] = { &s.m.h[SH_SCHEDULING_LATENCY], &s.m.h[SH_QUEUE_WAIT],
+                                             &s.m.h[SH_JOB_DURATION] };
+    uint64_t decisions = 0;
+    for (int d = 0; d < HODEI_DECISION_COUNT; d++)
+        decisions += s.m.decisions[d];
+    assert_true(decisions > 0);
+    assert_int_equal(live[0]->native.count, decisions);
+    for (unsigned i = 0; i < 3; i++) {
+        const struct hodei_snap_family *fam = snap.family[hists[i]];
+        struct hodei_native_view native;
+        assert_int_equal(hodei_series_native(&snap, fam, hodei_series_at(&snap, fam, 0),
+                                             &native), 1);
+        assert_int_equal(native.count, live[i]->native.count);
+    }
     assert_int_equal(snap.family[HODEI_F_EVENTS_DROPPED_TOTAL]->nseries, HODEI_EV_COUNT);
     free(buf);
     sched_destroy(&s);

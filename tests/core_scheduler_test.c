@@ -7,11 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "capindex.h"
 #include "hodei_snapshot.h"
 #include "metrics.h"
+#include "persist.h"
 #include "scheduler.h"
 
 /* ---- fixture -------------------------------------------------------------------------- */
@@ -172,7 +174,7 @@ static void test_fit_and_best_fit(void **state)
     assert_int_equal(small->free_memory_mb, 1024);
     assert_int_equal(committed(s)->jobs_assigned, 3);
     assert_int_equal(committed(s)->jobs_queued, 0);
-    assert_int_equal(committed(s)->h[SH_QUEUE_WAIT].counts[0], 3);
+    assert_int_equal(committed(s)->h[SH_QUEUE_WAIT].count[0], 3);
     assert_int_equal(f->ev.count[HODEI_EV_JOB_ASSIGNED], 3);
 }
 
@@ -283,8 +285,72 @@ static void test_no_capacity_counted_once_per_capacity_change(void **state)
     /* every decision is timed */
     uint64_t timed = 0;
     for (unsigned i = 0; i <= committed(s)->h[SH_SCHEDULING_LATENCY].nbuckets; i++)
-        timed += committed(s)->h[SH_SCHEDULING_LATENCY].counts[i];
+        timed += committed(s)->h[SH_SCHEDULING_LATENCY].count[i];
     assert_int_equal(timed, 5);
+}
+
+/* ---- histograms ------------------------------------------------------------------------ */
+
+/* Bucket k of h has the exemplar {job_id, tenant_id} v at unix time t. */
+static void expect_exemplar(const struct hodei_histogram *h, unsigned k, const struct job *j,
+                            double v, double t)
+{
+    const struct hodei_exemplar_slot *e = &h->exemplar[k];
+    char want[160], got[160];
+    snprintf(want, sizeof want, "job_id=%llu tenant_id=%s %.17g %.17g",
+             (unsigned long long) j->id, j->tenant_id, v, t);
+    const char *text = (const char *) e->text;
+    snprintf(got, sizeof got, "%.*s=%.*s %.*s=%.*s %.17g %.17g", e->name_len[0], text,
+             e->value_len[0], text + e->name_len[0], e->name_len[1],
+             text + e->name_len[0] + e->value_len[0], e->value_len[1],
+             text + e->name_len[0] + e->value_len[0] + e->name_len[1], e->value, e->timestamp);
+    if (e->nlabels != 2 || strcmp(want, got) != 0)
+        fail_msg("bucket %u: exemplar %s, want %s", k, e->nlabels ? got : "none", want);
+}
+
+/* Classic and native parts agree: the same observations in both. */
+static void expect_agreement(const struct hodei_histogram *h, uint64_t n)
+{
+    uint64_t total = 0;
+    for (unsigned k = 0; k <= h->nbuckets; k++)
+        total += h->count[k];
+    assert_int_equal(total, n);
+    assert_int_equal(h->native.count, n);
+    assert_true(h->sum == h->native.sum);
+}
+
+/* Each histogram names the job behind each bucket (its latest observation there), from the
+ * same observations as its classic and native parts; a duration from a clock gone backwards
+ * is counted nowhere. */
+static void test_histograms_name_their_jobs(void **state)
+{
+    struct fixture *f = *state;
+    struct sched *s = &f->s;
+    add_worker(s, "w", 8000, 8192, 1000);
+    struct job *a = submit(s, "acme", 1000, 1024, 0, 1000);
+    struct job *b = submit(s, "globex", 1000, 1024, 0, 1000.25);
+    assert_int_equal(sched_round(s, 1000.5), 2);
+    /* waits of 0.5 and 0.25 s, both in le=0.5: b was last */
+    expect_agreement(&committed(s)->h[SH_QUEUE_WAIT], 2);
+    assert_int_equal(committed(s)->h[SH_QUEUE_WAIT].count[1], 2);
+    expect_exemplar(&committed(s)->h[SH_QUEUE_WAIT], 1, b, 0.25, 1.7e9 + 0.5);
+    /* two decisions, each well below 1 ms */
+    expect_agreement(&committed(s)->h[SH_SCHEDULING_LATENCY], 2);
+    assert_int_equal(committed(s)->h[SH_SCHEDULING_LATENCY].count[0], 2);
+    const struct hodei_exemplar_slot *d = &committed(s)->h[SH_SCHEDULING_LATENCY].exemplar[0];
+    expect_exemplar(&committed(s)->h[SH_SCHEDULING_LATENCY], 0, b, d->value, 1.7e9 + 0.5);
+    assert_true(d->value >= 0 && d->value < 1e-3);
+    /* a runs 2.5 s: le=2.5 */
+    assert_int_equal(sched_start(s, a->id, "w", 1001, NULL), SCHED_OK);
+    assert_int_equal(sched_succeed(s, a->id, "w", 0, NULL, 1003.5, NULL), SCHED_OK);
+    expect_agreement(&committed(s)->h[SH_JOB_DURATION], 1);
+    assert_int_equal(committed(s)->h[SH_JOB_DURATION].count[3], 1);
+    expect_exemplar(&committed(s)->h[SH_JOB_DURATION], 3, a, 2.5, 1.7e9 + 3.5);
+    /* b "ends" before it started: nothing counted, in either part, and a stays the exemplar */
+    assert_int_equal(sched_start(s, b->id, "w", 1005, NULL), SCHED_OK);
+    assert_int_equal(sched_succeed(s, b->id, "w", 0, NULL, 1004, NULL), SCHED_OK);
+    expect_agreement(&committed(s)->h[SH_JOB_DURATION], 1);
+    expect_exemplar(&committed(s)->h[SH_JOB_DURATION], 3, a, 2.5, 1.7e9 + 3.5);
 }
 
 /* ---- lifecycle -------------------------------------------------------------------------- */
@@ -411,7 +477,7 @@ static void test_retries_and_failure_counts(void **state)
     assert_int_equal(f->ev.count[HODEI_EV_JOB_REQUEUED], 1);
     assert_int_equal(f->ev.count[HODEI_EV_JOB_FAILED], 1);
     /* both runs were observed, and resources are back */
-    assert_int_equal(committed(s)->h[SH_JOB_DURATION].counts[1] + committed(s)->h[SH_JOB_DURATION].counts[2], 2);
+    assert_int_equal(committed(s)->h[SH_JOB_DURATION].count[1] + committed(s)->h[SH_JOB_DURATION].count[2], 2);
     assert_int_equal(sched_worker(s, "w")->free_cpu_m, 1000);
 }
 
@@ -828,7 +894,9 @@ static char *dump(struct sched *s)
         (unsigned long long) s->g.workers_healthy, (unsigned long long) s->g.workers_total,
         s->output_bytes);
     static unsigned char snap[1 << 20] __attribute__((aligned(64)));
-    size_t len = metrics_build(s, 1, "test", snap, sizeof snap, 1.7e9);
+    static struct metrics_copies copies;
+    metrics_copies_init(&copies);
+    size_t len = metrics_build(s, 1, "test", &copies, snap, sizeof snap, 1.7e9);
     assert_true(len > 0);
     uint64_t h = 0xcbf29ce484222325ull;
     for (size_t i = 0; i < len; i++)
@@ -1088,6 +1156,76 @@ static void test_rollback_leaves_no_trace(void **state)
     teardown(state);
 }
 
+/* The histograms come back from the store after a restart exactly as committed, native part
+ * included (also after its resolution was lowered), and recording goes on from there. */
+static void test_histograms_survive_a_restart(void **state)
+{
+    (void) state;
+    char dir[] = "/tmp/hodei-sched-test-XXXXXX", err[256];
+    assert_non_null(mkdtemp(dir));
+    static struct sched a, b;
+    rcu_register_thread();
+    assert_int_equal(sched_init(&a, &default_cfg, 1000.0, 1.7e9, NULL, NULL), 0);
+    add_worker(&a, "w", 64000, 65536, 1000);
+    double now = 1000;
+    /* durations from 10 us to about 5,000 s: more octaves than the finest resolution holds */
+    for (int i = 0; i < 40; i++) {
+        struct job *j = submit(&a, i % 2 ? "acme" : "globex", 1000, 1024, 0, now);
+        sched_round(&a, now + 0.001);
+        assert_int_equal(sched_start(&a, j->id, "w", now + 0.001, NULL), SCHED_OK);
+        double took = 1e-5 * (double) (1ull << (i % 29));
+        assert_int_equal(sched_succeed(&a, j->id, "w", 0, NULL, now + 0.001 + took, NULL),
+                         SCHED_OK);
+        now += 1;
+    }
+    struct sched_sampled sampled;
+    memset(&sampled, 0, sizeof sampled);
+    int sampled_changed;
+    struct store *st = store_open(dir, NULL, err, sizeof err);
+    assert_non_null(st);
+    struct store_batch *batch = persist_batch(&a, &sampled, &sampled_changed);
+    assert_non_null(batch);
+    assert_int_equal(store_submit(st, batch, NULL, NULL), 0);
+    sched_commit(&a);
+    store_close(st);
+    const struct hodei_histogram *before = &a.m.h[SH_JOB_DURATION];
+    assert_int_equal(before->native.count, 40);
+    assert_true(before->native.schema < HODEI_NATIVE_SCHEMA);   /* lowered on the way */
+
+    st = store_open(dir, NULL, err, sizeof err);
+    assert_non_null(st);
+    assert_int_equal(sched_init(&b, &default_cfg, 2000.0, 1.7e9 + 1000, NULL, NULL), 0);
+    if (persist_load(st, &b, 2000.0, err, sizeof err) != 0)
+        fail_msg("persist_load: %s", err);
+    store_close(st);
+    for (int h = 0; h < SH_COUNT; h++) {
+        const struct hodei_histogram *x = &a.m.h[h], *y = &b.m.h[h];
+        assert_memory_equal(x->count, y->count, (x->nbuckets + 1) * sizeof x->count[0]);
+        assert_true(x->sum == y->sum);
+        assert_int_equal(x->native.schema, y->native.schema);
+        assert_int_equal(x->native.count, y->native.count);
+        assert_int_equal(x->native.zero_count, y->native.zero_count);
+        assert_true(x->native.sum == y->native.sum);
+        assert_int_equal(x->native.first_key, y->native.first_key);
+        assert_int_equal(x->native.nkeys, y->native.nkeys);
+        assert_memory_equal(x->native.bucket, y->native.bucket,
+                            x->native.nkeys * sizeof x->native.bucket[0]);
+    }
+    /* and it records on: one more run, in both parts */
+    add_worker(&b, "w", 64000, 65536, 2000);
+    struct job *j = submit(&b, "acme", 1000, 1024, 0, 2000);
+    sched_round(&b, 2000);
+    assert_int_equal(sched_start(&b, j->id, "w", 2000, NULL), SCHED_OK);
+    assert_int_equal(sched_succeed(&b, j->id, "w", 0, NULL, 2002.5, NULL), SCHED_OK);
+    sched_commit(&b);
+    expect_agreement(&b.m.h[SH_JOB_DURATION], 41);
+    sched_destroy(&a);
+    sched_destroy(&b);
+    char cmd[sizeof dir + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1096,6 +1234,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_priority_then_fifo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fair_share_across_tenants, setup, teardown),
         cmocka_unit_test_setup_teardown(test_never_fits_is_rejected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_histograms_name_their_jobs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_capacity_counted_once_per_capacity_change, setup,
                                         teardown),
         cmocka_unit_test(test_every_transition),
@@ -1111,6 +1250,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sessions, setup, teardown),
         cmocka_unit_test(test_output_budget),
         cmocka_unit_test(test_rollback_leaves_no_trace),
+        cmocka_unit_test(test_histograms_survive_a_restart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

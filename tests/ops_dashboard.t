@@ -1,8 +1,10 @@
 #!/usr/bin/perl
-# Runs `make demo` on the test ports, then proves the operations kit against the live stack:
-# every PromQL expression of conf/grafana/hodei.json is valid and returns data (a sample that
-# is not NaN); every rule of conf/hodei.rules.yml is loaded, evaluates without error and its
-# query is valid.  That demo runs until the checks are done (however slow the machine), then
+# Runs `make demo` on the test ports, then proves the operations kit against the live stack: every PromQL expression of conf/grafana/hodei.json is valid and returns data (a
+# sample that is not NaN); every rule of conf/hodei.rules.yml and conf/hodei.native.rules.yml is
+# loaded, evaluates without error and its query is valid.  The demo's Prometheus ingests
+# native histograms and, from a second job, the classic buckets: an expression written
+# `native or classic` must return data from each side on its own, so both kinds of operator
+# are proven served.  That demo runs until the checks are done (however slow the machine), then
 # Ctrl-C (SIGINT to its process group) stops it; a second, short one must exit 0 by itself.
 # Either must leave no process of its own and no port behind; and the demo must refuse to
 # start on a port that is taken.
@@ -28,6 +30,14 @@ my $http = HTTP::Tiny->new(timeout => 5);
 
 # --- the expressions under test ---------------------------------------------------------------
 
+# `native or classic`: the two sides of a quantile that takes a native histogram when there is
+# one; the expression itself otherwise.
+sub sides {
+    my ($expr) = @_;
+    my @sides = split /\s+or\s+(?=histogram_quantile\()/, $expr;
+    return @sides == 2 && $sides[1] =~ /_bucket\[/ ? @sides : ($expr);
+}
+
 my $dashboard = from_json(slurp('conf/grafana/hodei.json') || die "conf/grafana/hodei.json: cannot read\n");
 my @panels = map { $_->{type} eq 'row' ? @{ $_->{panels} || [] } : $_ } @{ $dashboard->{panels} };
 my @dash_exprs;    # [panel title, expression as Grafana would send it]
@@ -36,7 +46,10 @@ for my $p (@panels) {
     for my $t (@{ $p->{targets} || [] }) {
         push @fixed_ranges, grep { $_ ne '[$__rate_interval]' } $t->{expr} =~ /(\[[^\]]*\])/g;
         (my $e = $t->{expr}) =~ s/\$__rate_interval/1m/g;
-        push @dash_exprs, [$p->{title}, $e];
+        push @dash_exprs, ["dashboard '$p->{title}'", $e];
+        my @sides = sides($e);
+        push @dash_exprs, ["dashboard '$p->{title}' (native side)", $sides[0]],
+                          ["dashboard '$p->{title}' (classic side)", $sides[1]] if @sides == 2;
     }
 }
 my @expected_rules = qw(
@@ -47,11 +60,12 @@ my @expected_rules = qw(
     hodei:http_request_duration_seconds:p99_5m
     HodeiSchedulerDown HodeiMetricsEndpointDown NoHealthyWorkers HighSchedulingLatency
     QueueBacklog HodeiHighJobFailureRate HodeiMetricsLabelOverflow HodeiAuthFailures
-    HodeiStoreFailing);
+    hodei:scheduling_latency_seconds:p50_1m hodei:scheduling_latency_seconds:p95_1m
+    hodei:scheduling_latency_seconds:p99_1m hodei:scheduling_latency_seconds:slower_than_100us_5m
+    hodei:queue_wait_time_seconds:p50_1m hodei:queue_wait_time_seconds:p99_1m
+    hodei:job_duration_seconds:p50_5m hodei:job_duration_seconds:p99_5m
+    HodeiSchedulingDecisionsSlow HodeiNativeHistogramsMissing HodeiStoreFailing);
 
-# 2 dashboard sanity + 2 per dashboard expression + stack checks + 2 per rule + end checks
-my $plan = 2 + 2 * @dash_exprs + 2 + 1 + 2 * @expected_rules + 6;
-plan tests => $plan;
 
 ok(@dash_exprs >= 30 && !@fixed_ranges,
    "dashboard has its panels' expressions (" . scalar(@dash_exprs) . '), every range is $__rate_interval')
@@ -101,11 +115,33 @@ sub query {
 }
 
 my $targets = eval { from_json($http->get("$prom/api/v1/targets")->{content}) } || {};
-my @active = @{ $targets->{data}{activeTargets} || [] };
-ok(@active == 1 && $active[0]{health} eq 'up' && $active[0]{labels}{job} eq 'hodei-server'
-       && $active[0]{scrapeUrl} eq "http://127.0.0.1:$nginx_port/api/v1/metrics",
+my %active = map { ($_->{labels}{job} => $_) } @{ $targets->{data}{activeTargets} || [] };
+ok(keys(%active) == 2 && $active{'hodei-server'} && $active{'hodei-server'}{health} eq 'up'
+       && $active{'hodei-server'}{scrapeUrl} eq "http://127.0.0.1:$nginx_port/api/v1/metrics",
    'Prometheus scrapes nginx /api/v1/metrics as job hodei-server')
-    or diag(to_json(\@active));
+    or diag(to_json(\%active));
+ok($active{'hodei-classic'} && $active{'hodei-classic'}{health} eq 'up'
+       && $active{'hodei-classic'}{scrapeUrl}
+          eq "http://127.0.0.1:$nginx_port/api/v1/metrics/classic",
+   '... and /api/v1/metrics/classic as job hodei-classic, for the classic buckets')
+    or diag(to_json(\%active));
+
+# The rules: their recording rules' `native or classic` sides, and the native recording rules,
+# must return data too.
+my $rules = eval { from_json($http->get("$prom/api/v1/rules")->{content}) } || {};
+my %rule;
+for my $g (@{ $rules->{data}{groups} || [] }) {
+    $rule{ $_->{name} } = $_ for @{ $g->{rules} };
+}
+for my $name (sort grep { /^hodei:/ } keys %rule) {
+    my @sides = sides($rule{$name}{query});
+    if (@sides == 2) {
+        push @dash_exprs, ["rule $name (native side)", $sides[0]],
+                          ["rule $name (classic side)", $sides[1]];
+    } elsif ($rule{$name}{query} !~ /_bucket\[/) {                # a native rule
+        push @dash_exprs, ["rule $name", $rule{$name}{query}];
+    }
+}
 
 # Every dashboard expression must be valid now and return data before the demo ends (some
 # need a job to have finished, failed or waited first).
@@ -124,17 +160,13 @@ while (1) {
 }
 for my $i (0 .. $#dash_exprs) {
     my ($title, $e) = @{ $dash_exprs[$i] };
-    ok($valid{$i} && $valid{$i} eq '1', "dashboard '$title': valid: $e")
+    ok($valid{$i} && $valid{$i} eq '1', "$title: valid: $e")
         or diag($valid{$i});
-    ok($data{$i}, "dashboard '$title': returns data: $e");
+    ok($data{$i}, "$title: returns data: $e");
 }
 
-my $rules = eval { from_json($http->get("$prom/api/v1/rules")->{content}) } || {};
-my %rule;
-for my $g (@{ $rules->{data}{groups} || [] }) {
-    $rule{ $_->{name} } = $_ for @{ $g->{rules} };
-}
-ok(keys(%rule) == @expected_rules, 'Prometheus loaded the ' . scalar(@expected_rules) . ' rules of conf/hodei.rules.yml')
+ok(keys(%rule) == @expected_rules, 'Prometheus loaded the ' . scalar(@expected_rules)
+   . ' rules of conf/hodei.rules.yml and conf/hodei.native.rules.yml')
     or diag(join(' ', sort keys %rule));
 for my $name (@expected_rules) {
     my $r = $rule{$name};
@@ -147,9 +179,17 @@ for my $name (@expected_rules) {
 
 # --- the end ------------------------------------------------------------------------------------
 
-# the summaries come every 5 s once it is warm
-ok(wait_for($patience, sub { demo_output() =~ /p95 scheduling/ && demo_output() =~ /^\s+acme\s+\d+\s+\d+\s+\d+$/m }),
+# the summaries come every 5 s once it is warm; the exemplars once Prometheus stored some
+my $figure = qr/[\d.]+(?:µs|ms|s)/;
+ok(wait_for($patience, sub { demo_output() =~ /^\s+acme\s+\d+\s+\d+\s+\d+$/m }),
    'the demo prints live summaries with jobs per tenant')
+    or diag(demo_output());
+ok(wait_for($patience, sub { demo_output() =~ /scheduling latency p50 $figure +p95 $figure +p99 $figure .*native/ }),
+   'it prints p50, p95 and p99 scheduling latency from the native histogram');
+like(demo_output(), qr/^\s+scheduling latency p50 [\d.]+µs/m,
+     '... at microsecond resolution (a decision takes microseconds)');
+ok(wait_for($patience, sub { demo_output() =~ /slowest recent job: job \d+ of \w+, [\d.]+s/ }),
+   'it names the slowest recent job, from the exemplars Prometheus stored')
     or diag(demo_output());
 kill 'INT', -$demo;
 ok(wait_for(60, sub { !demo_running() }) && $demo_status == 130, 'Ctrl-C stops the demo (exit 130)')
@@ -197,3 +237,5 @@ close $blocker;
 ok($status != 0 && $refusal =~ /127\.0\.0\.1:$prom_port .*already in use/ && !-e "$TMP/refused",
    'a taken port is reported and nothing is started')
     or diag("status $status: $refusal");
+
+done_testing();

@@ -30,7 +30,7 @@ ok $? "modules-available/mod-http-hodei.conf loads the module"
 ok $? "modules-enabled/50-mod-http-hodei.conf links to modules-available"
 [ -f "$d/etc/nginx/sites-available/hodei.conf" ]; ok $? "site config in /etc/nginx/sites-available"
 missing=""
-for f in scheduler.json prometheus.yml hodei.rules.yml grafana/hodei.json; do
+for f in scheduler.json prometheus.yml hodei.rules.yml hodei.native.rules.yml grafana/hodei.json; do
     [ -s "$d/etc/hodei/$f" ] || missing="$missing $f"
 done
 [ -z "$missing" ]; ok $? "configs in /etc/hodei" "missing:$missing"

@@ -52,3 +52,9 @@ $(BUILD)/tests/shm_native_pb: tests/shm_native_pb.c tests/shm_test_util.h $(SHM_
 	$(CC) $(CFLAGS) $(HODEI_CFLAGS) -Wno-missing-prototypes -o $@ $< $(SHM_LIB) -lm
 
 TEST_PROGRAMS += $(BUILD)/tests/shm_native_pb
+
+# Recorded histograms (classic + native + exemplars) and their place in the payload.
+$(BUILD)/tests/shm_histogram: tests/shm_histogram.c tests/shm_test_util.h $(SHM_LIB) | $(BUILD)/tests
+	$(CC) $(CFLAGS) $(HODEI_CFLAGS) -Wno-missing-prototypes -o $@ $< $(SHM_TEST_LIBS)
+
+TEST_PROGRAMS += $(BUILD)/tests/shm_histogram

@@ -1,10 +1,12 @@
 /*
- * shm_dump_values [--created] PATH — prints every sample of a segment's snapshot straight from
- * the validated binary view, not through the renderer, one per line:
+ * shm_dump_values [--created | --exemplars] PATH — prints every sample of a segment's snapshot
+ * straight from the validated binary view, not through the renderer, one per line:
  *     SAMPLE_NAME<TAB>label=value,...<TAB>%.17g
  * (histograms as _bucket/_count/_sum lines with cumulative counts; with --created also the
  * _created time of every counter and histogram), so a test can compare what a parser reads
- * back from the exposition against what was written.
+ * back from the exposition against what was written.  --exemplars prints instead the
+ * exemplar of every classic bucket that has one:
+ *     SAMPLE_NAME<TAB>label=value,...,le=...<TAB>name=value,...<TAB>%.17g value<TAB>%.17g time
  */
 #include <stdio.h>
 #include <string.h>
@@ -38,7 +40,8 @@ int main(int argc, char **argv)
     struct hodei_snapshot s;
     const char *why;
     int created = argc == 3 && strcmp(argv[1], "--created") == 0;
-    if (created) {
+    int exemplars = argc == 3 && strcmp(argv[1], "--exemplars") == 0;
+    if (created || exemplars) {
         argv++;
         argc--;
     }
@@ -55,6 +58,8 @@ int main(int argc, char **argv)
             const unsigned char *rec = hodei_series_at(&s, fam, i);
             double v[2];
             memcpy(v, rec + voff, sizeof(v));
+            if (exemplars && f->type != HODEI_HISTOGRAM)
+                continue;
             if (created && f->type != HODEI_GAUGE)
                 sample(&s, f, rec, "_created", NULL, v[0]);
             if (f->type != HODEI_HISTOGRAM) {
@@ -74,8 +79,20 @@ int main(int argc, char **argv)
                 } else {
                     snprintf(extra, sizeof(extra), "le=inf");
                 }
-                sample(&s, f, rec, "_bucket", extra, (double) cumulative);
+                struct hodei_exemplar e;
+                if (!exemplars) {
+                    sample(&s, f, rec, "_bucket", extra, (double) cumulative);
+                } else if (hodei_series_exemplar(&s, fam, rec, k, &e)) {
+                    printf("%.*s_bucket\t", (int) f->name_len, f->name);
+                    print_labels(&s, f, rec, extra);
+                    for (unsigned l = 0; l < e.nlabels; l++)
+                        printf("%s%.*s=%.*s", l ? "," : "\t", (int) e.label[l].name_len,
+                               e.label[l].name, (int) e.label[l].value_len, e.label[l].value);
+                    printf("\t%.17g\t%.17g\n", e.value, e.timestamp);
+                }
             }
+            if (exemplars)
+                continue;
             sample(&s, f, rec, "_count", NULL, (double) cumulative);
             sample(&s, f, rec, "_sum", NULL, v[1]);
         }

@@ -125,6 +125,7 @@ system("$build/hodei-shm-fill", '--tenants', 60, '--workers', 200, $seg) == 0
 is(system("$build/hodei-metrics --protobuf --stale-after 1e9 $seg > $dir/fill.pb"), 0,
    'hodei-metrics --protobuf renders the segment');
 system("$build/tests/shm_dump_values --created $seg > $dir/written.tsv") == 0 or die;
+system("$build/tests/shm_dump_values --exemplars $seg > $dir/exemplars.tsv") == 0 or die;
 system("$build/hodei-metrics $seg > $dir/text.txt") == 0 or die;
 
 # the schema's families, with the HELP the text exposition carries (unescaped)
@@ -149,7 +150,7 @@ schema = [line.rstrip("\n").split("\t") for line in open(sys.argv[4])]
 fams = families(sys.argv[2])
 meta_wrong = [mf.name for mf, (name, typ, hlp) in zip(fams, schema)
               if (mf.name, types.get(mf.type), mf.help) != (name, typ, hlp)]
-parsed, up = {}, None
+parsed, up, exemplars = {}, None, []
 def le(x):
     return "inf" if math.isinf(x) else repr(float(x))
 for mf in fams:
@@ -177,8 +178,19 @@ for mf in fams:
             parsed[(mf.name + "_sum", labels)] = h.sample_sum
             if h.HasField("created_timestamp"):
                 parsed[(mf.name + "_created", labels)] = seconds(h.created_timestamp)
-            if h.HasField("schema") or len(h.positive_span):
-                meta_wrong.append(mf.name + " has a native part nobody gave it")
+            # the fill records the daemon's histograms as the daemon does: a native part
+            # describing the same observations as the classic buckets
+            counts, c = [], 0
+            for d in h.positive_delta:
+                c += d
+                counts.append(c)
+            if not h.HasField("schema") or h.zero_count + sum(counts) != h.sample_count:
+                meta_wrong.append(mf.name + " has no native part of its sample count")
+            for b in h.bucket:
+                if b.HasField("exemplar"):
+                    exemplars.append((mf.name, le(b.upper_bound),
+                                      ",".join(f"{l.name}={l.value}" for l in b.exemplar.label),
+                                      b.exemplar.value, seconds(b.exemplar.timestamp)))
 def norm(d):
     return {(n, tuple((k, le(float(v)) if k == "le" and v != "inf" else v) for k, v in l)): x
             for (n, l), x in d.items()}
@@ -186,7 +198,16 @@ w, p = norm(written), norm(parsed)
 missing = [k for k in w if k not in p]
 extra = [k for k in p if k not in w]
 wrong = [k for k in w if k in p and w[k] != p[k]]
-print(len(fams), len(schema), len(w), len(missing), len(extra), len(wrong), len(meta_wrong), up)
+# every exemplar the binary snapshot holds, and no other
+want_ex = []
+for line in open(sys.argv[5]):
+    name, labels, ex, value, ts = line.rstrip("\n").split("\t")
+    bound = labels.split("le=")[1]
+    want_ex.append((name[:-len("_bucket")], "inf" if bound == "inf" else le(float(bound)), ex,
+                    float(value), float(ts)))
+ex_wrong = len(set(want_ex) ^ set(exemplars)) if len(want_ex) > 30 else -1
+print(len(fams), len(schema), len(w), len(missing), len(extra), len(wrong), len(meta_wrong), up,
+      ex_wrong, len(want_ex))
 for k in (missing + extra + wrong)[:5]:
     print("diff", k, w.get(k), p.get(k), file=sys.stderr)
 for k in meta_wrong[:5]:
@@ -195,14 +216,18 @@ PY
 open(my $py, '>', "$dir/compare_fill.py") or die;
 print $py $compare_fill;
 close $py;
-my $out = `$python $dir/compare_fill.py $dir $dir/fill.pb $dir/written.tsv $dir/families.tsv`;
+my $written = "$dir/written.tsv $dir/families.tsv $dir/exemplars.tsv";
+my $out = `$python $dir/compare_fill.py $dir $dir/fill.pb $written`;
 is($?, 0, 'google.protobuf parses every MetricFamily of the stream');
-my ($nfam, $nschema, $n, $missing, $extra, $wrong, $meta_wrong, $up) = split ' ', $out // '';
+my ($nfam, $nschema, $n, $missing, $extra, $wrong, $meta_wrong, $up, $ex_wrong, $nex) =
+    split ' ', $out // '';
 is($nfam, $nschema, "one MetricFamily per family of the schema ($nschema)");
 cmp_ok($n, '>', 1000, "$n samples written");
 is("$missing $extra $wrong", '0 0 0',
    'every value, bucket and _created time decoded equals the value written');
-is($meta_wrong, 0, 'names, types and HELP texts are the schema\'s, in its order');
+is($meta_wrong, 0, 'names, types and HELP texts are the schema\'s, in its order; every '
+                  . 'histogram has a native part of its sample count');
+is($ex_wrong, 0, "every exemplar decoded ($nex) is the binary snapshot's, labels, value and time");
 cmp_ok($up // -1, '==', 1, 'hodei_scheduler_up is 1');
 
 # The comparison can fail: change one counter's value in the stream.
@@ -213,8 +238,7 @@ substr($bytes, $value_at + 7, 1) = chr(ord(substr($bytes, $value_at + 7, 1)) ^ 0
 open(my $bad, '>', "$dir/bad.pb") or die;
 print $bad $bytes;
 close $bad;
-$out = `$python $dir/compare_fill.py $dir $dir/bad.pb $dir/written.tsv $dir/families.tsv `
-     . '2>/dev/null';
+$out = `$python $dir/compare_fill.py $dir $dir/bad.pb $written 2>/dev/null`;
 is((split ' ', $out // '')[5], 1,
    'one changed byte in the stream is one wrong value (the check can fail)');
 
@@ -241,20 +265,23 @@ def key(v, s):
         k += 1
     return k
 
-obs, threshold, exemplars, refused = {}, {}, {}, {}
+obs, threshold, exemplar_of, refused = {}, {}, {}, {}
 for line in open(sys.argv[3]):
     f = line.rstrip("\n").split("\t")
     if f[0] == "observe":
         obs.setdefault(f[1], []).append(float(f[2]))
+        # the exemplar of an observation, or None when it has none or it must be dropped
+        ex = None
+        if len(f) > 3 and f[3] == "ex":
+            ex = ({"job_id": f[4], "tenant_id": f[5]}, float(f[2]), int(f[6]), int(f[7]))
+        elif len(f) > 3:
+            refused.setdefault(f[1], 0)
+            refused[f[1]] += 1
+        exemplar_of.setdefault(f[1], []).append(ex)
     elif f[0] == "threshold":
         threshold[f[1]] = float(f[2])
-    elif f[0] == "exemplar":
-        exemplars.setdefault(f[1], {})[float(f[2])] = (
-            {"job_id": f[3], "tenant_id": f[4]}, float(f[5]), int(f[6]), int(f[7]))
-    elif f[0] == "no_exemplar":
-        refused.setdefault(f[1], set()).add(float(f[2]))
 
-errors, checked, buckets_checked = [], 0, 0
+errors, checked, buckets_checked, exemplars_checked = [], 0, 0, 0
 fams = {mf.name: mf for mf in families(sys.argv[2])}
 for name, zt in threshold.items():
     h = fams[name].metric[0].histogram
@@ -299,24 +326,27 @@ for name, zt in threshold.items():
                           f"the observations put {want.get(k)} there")
             break
     buckets_checked += len(want)
-    # exemplars: where they were given, and nowhere else
-    ex = exemplars.get(name, {})
+    # exemplars: each classic bucket's is its last observation that had one it could carry
+    bounds = [b.upper_bound for b in h.bucket] + [math.inf]
+    want_ex = {}
+    for v, ex in zip(values, exemplar_of.get(name, [])):
+        if ex is not None:
+            want_ex[next(b for b in bounds if v <= b)] = ex
     seen = {}
     for b in h.bucket:
         if b.HasField("exemplar"):
             e = b.exemplar
             seen[b.upper_bound] = ({l.name: l.value for l in e.label}, e.value,
                                    e.timestamp.seconds, e.timestamp.nanos)
-    if seen != ex:
-        errors.append(f"{name}: exemplars {sorted(seen.items())[:2]} want {sorted(ex.items())[:2]}")
-    for le in refused.get(name, ()):
-        if le in seen:
-            errors.append(f"{name}: the refused exemplar of le={le} was rendered")
+    if seen != want_ex:
+        errors.append(f"{name}: exemplars {sorted(seen.items())[:2]} "
+                      f"want {sorted(want_ex.items())[:2]}")
+    exemplars_checked += len(want_ex)
     checked += 1
 def schema_of(name):
     return fams[name].metric[0].histogram.schema
 print(checked, buckets_checked, len(errors), schema_of("hodei_scheduling_latency_seconds"),
-      schema_of("hodei_queue_wait_time_seconds"))
+      schema_of("hodei_queue_wait_time_seconds"), exemplars_checked, sum(refused.values()))
 for e in errors[:10]:
     print(e, file=sys.stderr)
 PY
@@ -325,10 +355,14 @@ print $py $compare_native;
 close $py;
 $out = `$python $dir/compare_native.py $dir $dir/native.pb $dir/native.tsv`;
 is($?, 0, 'the stream with native histograms parses');
-my ($hists, $nbuckets, $errors, $lat_schema, $wait_schema) = split ' ', $out // '';
+my ($hists, $nbuckets, $errors, $lat_schema, $wait_schema, $nexemplars, $nrefused) =
+    split ' ', $out // '';
 is($hists, 3, 'three native histograms checked');
 cmp_ok($nbuckets, '>', 100, "$nbuckets populated buckets recomputed from the observations");
 is($errors, 0, 'schema, zero bucket, count, sum, every bucket and every exemplar are as written');
+cmp_ok($nexemplars, q(>=), 12,
+       "$nexemplars exemplars checked: each bucket's last observation that had one");
+cmp_ok($nrefused, '>=', 50, "$nrefused exemplars over 128 characters or not UTF-8 were dropped");
 is($lat_schema, 3, 'scheduling latency keeps schema 3');
 cmp_ok($wait_schema // 3, '<', 3,
        "queue wait, 10 us .. 10^4 s, was reduced to schema $wait_schema");

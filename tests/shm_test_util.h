@@ -113,6 +113,44 @@ static const char *check_labels(const char **p, const char *end, const char *con
     return NULL;
 }
 
+/* An OpenMetrics exemplar at [p, end): `{name="value",...} number [number]`, names
+ * [a-zA-Z_][a-zA-Z0-9_]*, values escaped, names and values together at most 128 bytes. */
+static const char *check_exemplar(const char *p, const char *end)
+{
+    size_t bytes = 0;
+    if (p >= end || *p++ != '{')
+        return "an exemplar without labels";
+    while (p < end && *p != '}') {
+        const char *name = p;
+        while (p < end && (*p == '_' || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+                           || (p > name && *p >= '0' && *p <= '9')))
+            p++;
+        if (p == name || p + 1 >= end || p[0] != '=' || p[1] != '"')
+            return "an exemplar label is not name=\"value\"";
+        bytes += (size_t) (p - name);
+        for (p += 2; p < end && *p != '"'; p++, bytes++)
+            if (*p == '\\' && ++p >= end)
+                return "an exemplar label value is not closed";
+        if (p >= end)
+            return "an exemplar label value is not closed";
+        p++;
+        if (p < end && *p == ',')
+            p++;
+    }
+    if (bytes > 128)
+        return "exemplar labels longer than 128 bytes";
+    if (p >= end || *p++ != '}' || p >= end || *p++ != ' ')
+        return "an exemplar's labels are not closed or not followed by its value";
+    for (int i = 0; i < 2 && p < end; i++) {
+        char *num_end;
+        (void) strtod(p, &num_end);
+        if (num_end == p || (num_end != end && *num_end != ' '))
+            return "an exemplar's value or timestamp is not a number";
+        p = num_end + (num_end != end);
+    }
+    return p == end ? NULL : "an exemplar has more than a value and a timestamp";
+}
+
 /* NULL when text is a well-formed exposition of the schema in fmt: every family exactly once,
  * in schema order, HELP then TYPE with the right type; every sample named after its family
  * with an allowed suffix, the family's labels in order (and le on buckets), label values
@@ -177,11 +215,22 @@ static inline const char *exposition_problem(const char *text, enum hodei_format
         if (q >= end || *q != ' ')
             EXPOSITION_PROBLEM("line %d: no space before the value", line);
         q++;
+        /* OpenMetrics: a bucket may carry an exemplar after its value */
+        const char *value_end = end, *ex = NULL;
+        if (fmt == HODEI_FMT_OPENMETRICS && nnames > f->nlabels) {
+            ex = strstr(q, " # ");
+            if (ex && ex < end)
+                value_end = ex;
+            else
+                ex = NULL;
+        }
         char *num_end;
         double v = strtod(q, &num_end);
         (void) v;
-        if (q == end || num_end != end)
+        if (q == value_end || num_end != value_end)
             EXPOSITION_PROBLEM("line %d: the value is not a number", line);
+        if (ex && (why = check_exemplar(ex + 3, end)) != NULL)
+            EXPOSITION_PROBLEM("line %d: %s", line, why);
         p = end + 1;
     }
     if (fmt == HODEI_FMT_OPENMETRICS && strstr(text, "# EOF\n") == NULL)

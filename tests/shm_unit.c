@@ -585,7 +585,8 @@ static void test_header_corruption(void **state)
 
 #define CORRUPT(stmt, want) do { stmt; expect_status(fx, want); *h = saved; } while (0)
     CORRUPT(h->magic ^= 1, HODEI_SEG_BAD_MAGIC);
-    CORRUPT(h->version = 2, HODEI_SEG_BAD_VERSION);
+    CORRUPT(h->version = HODEI_SEG_VERSION - 1, HODEI_SEG_BAD_VERSION);
+    CORRUPT(h->version = HODEI_SEG_VERSION + 1, HODEI_SEG_BAD_VERSION);
     CORRUPT(h->segment_size += 64, HODEI_SEG_BAD_GEOMETRY);
     CORRUPT(h->slot_count = 2, HODEI_SEG_BAD_GEOMETRY);
     CORRUPT(h->slot_count = 1000, HODEI_SEG_BAD_GEOMETRY);
@@ -596,6 +597,21 @@ static void test_header_corruption(void **state)
     CORRUPT(h->published = (h->published & ~0xffull) | 255, HODEI_SEG_BAD_SLOT);
     CORRUPT(h->published = 0, HODEI_SEG_EMPTY);
 #undef CORRUPT
+
+    /* a segment of another release says which version it has */
+    {
+        struct hodei_snapshot snap;
+        const char *why = NULL;
+        char want[64];
+        h->version = 1;
+        assert_int_equal(hodei_seg_load(&fx->r, seg_path, &snap, NULL, &why),
+                         HODEI_SEG_BAD_VERSION);
+        snprintf(want, sizeof(want), "the segment has version 1, this reader %u",
+                 HODEI_SEG_VERSION);
+        if (why == NULL || strstr(why, want) == NULL)
+            fail_msg("why: %s", why ? why : "(nothing)");
+        *h = saved;
+    }
 
     /* the slot: a length past its end, a payload that is not a snapshot */
     struct hodei_seg_slot *s = (struct hodei_seg_slot *)
@@ -1094,8 +1110,8 @@ static void test_openmetrics_counters(void **state)
 static void test_accept_negotiation(void **state)
 {
     (void) state;
-#define NEG(s) hodei_format_from_accept(s, strlen(s))
-    assert_int_equal(hodei_format_from_accept(NULL, 0), HODEI_FMT_TEXT);
+#define NEG(s) hodei_format_negotiate(s, strlen(s), 0)
+    assert_int_equal(hodei_format_negotiate(NULL, 0, 0), HODEI_FMT_TEXT);
     assert_int_equal(NEG(""), HODEI_FMT_TEXT);
     assert_int_equal(NEG("*/*"), HODEI_FMT_TEXT);
     assert_int_equal(NEG("text/plain"), HODEI_FMT_TEXT);

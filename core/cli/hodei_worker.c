@@ -6,10 +6,11 @@
  * the worker (404) — it restarted, or removed the worker — it registers again, listing the
  * jobs it runs, and stops only those the scheduler does not give back to it.  While the
  * scheduler is away, jobs keep running and their outcomes wait: each report is retried with
- * backoff until the scheduler acknowledges it (or says the job is settled).  It heartbeats the machine's CPU and memory use on its
- * own thread, long-polls its assignments from the main thread and runs each assigned job on a
- * thread of its own: `/bin/sh -c COMMAND` in a new process group with a clean environment
- * (optionally as another user), under the job's timeout; when the job ends, whatever is left
+ * backoff until the scheduler acknowledges it (or says the job is settled).  It heartbeats
+ * the machine's CPU and memory use on its own thread, long-polls its assignments from the
+ * main thread and runs each assigned job on a thread of its own: `/bin/sh -c COMMAND` in a
+ * new process group with a clean environment (optionally as another user), under the job's
+ * timeout; when the job ends, whatever is left
  * of its process group is killed, and the outcome is reported with the tail of what the job
  * wrote (stdout and stderr, HODEI_OUTPUT_TAIL bytes).  A job's output never reaches the
  * agent's own log.  A running job the scheduler no longer lists for this worker (cancelled,
@@ -408,7 +409,8 @@ static void *heartbeat_main(void *arg)
     pthread_mutex_lock(&a->lock);
     for (;;) {
         heartbeat_next(&next, a->heartbeat_ms);
-        while (!a->heartbeat_stop && pthread_cond_timedwait(&a->changed, &a->lock, &next) != ETIMEDOUT)
+        while (!a->heartbeat_stop
+               && pthread_cond_timedwait(&a->changed, &a->lock, &next) != ETIMEDOUT)
             ;
         if (a->heartbeat_stop)
             break;
@@ -733,7 +735,7 @@ static void job_report(struct hodei_api *api, const struct job_run *run,
             log_msg("info", "job %s: reported %s (%s, %llu bytes of output)%s", run->id, verb + 1,
                     result, (unsigned long long)out->out.total,
                     attempt > 1 ? " after retrying" : "");
-        else if (status == 409 || status == 404)   /* e.g. timed out or cancelled by the scheduler */
+        else if (status == 409 || status == 404)   /* e.g. timed out or cancelled */
             log_msg("info", "job %s: already settled by the scheduler (%s)", run->id, reply.error);
         else if (status != last_status)
             log_msg("warn", "job %s: reporting %s failed: %s; %s", run->id, verb + 1, reply.error,
@@ -753,11 +755,13 @@ static void job_report(struct hodei_api *api, const struct job_run *run,
         if (stop_requested && give_up_at == INT64_MAX)
             give_up_at = hodei_mono_ms() + REPORT_STOPPING_MS;
         if (hodei_mono_ms() >= give_up_at) {
-            log_msg("warn", "job %s: stopping without reporting it: the scheduler decides", run->id);
+            log_msg("warn", "job %s: stopping without reporting it: the scheduler decides",
+                    run->id);
             break;
         }
         pause_unless_stopped(-1, (int)backoff_ms);
-        backoff_ms = backoff_ms * 2 < REPORT_BACKOFF_MAX_MS ? backoff_ms * 2 : REPORT_BACKOFF_MAX_MS;
+        backoff_ms = backoff_ms * 2 < REPORT_BACKOFF_MAX_MS ? backoff_ms * 2
+                                                            : REPORT_BACKOFF_MAX_MS;
     }
     free(path);
     json_decref(body);
@@ -940,7 +944,8 @@ static void poll_assignments(struct agent *a, struct hodei_api *poll_api, struct
     hodei_reply_clear(&reply);
 }
 
-/* After a stop signal: job threads kill what outlives the grace; wait for them, then stop beating. */
+/* After a stop signal: job threads kill what outlives the grace; wait for them, then stop
+ * beating. */
 static void agent_drain(struct agent *a, pthread_t heartbeat)
 {
     pthread_mutex_lock(&a->lock);
