@@ -87,13 +87,13 @@ static void placement(unsigned workers)
         if (sched_submit(&s, &js, 0, NULL) != SCHED_OK)
             abort();
     }
-    sched_commit(&s);                   /* the workers and jobs, as a restart would find them */
+    sched_commit(&s, 1);                   /* the workers and jobs, as a restart would find them */
     rcu_read_lock();
     double start = now_s();
     t.last = start;
     unsigned decisions = sched_round(&s, 1);
     double decided = now_s();
-    sched_commit(&s);                   /* the round's change set shown to readers */
+    sched_commit(&s, 1);                   /* the round's change set shown to readers */
     double elapsed = now_s() - start;
     rcu_read_unlock();
     qsort(t.lat, t.n, sizeof(double), cmp_double);
@@ -125,7 +125,7 @@ static void publish(unsigned workers, unsigned tenants)
         sched_submit(&s, &js, 0, &j);
         sched_cancel(&s, j->id, 0, NULL);
     }
-    sched_commit(&s);
+    sched_commit(&s, 1);
     char path[] = "/tmp/hodei-core-bench-XXXXXX";
     int fd = mkstemp(path);
     close(fd);

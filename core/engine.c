@@ -283,7 +283,7 @@ static int commit(struct engine *e)
         b = persist_batch(s, &sampled, &sampled_changed);
     }
     if (!b) {                               /* nothing the store must keep */
-        sched_commit(s);
+        sched_commit(s, 0);
         publish_events(e);
         return 1;
     }
@@ -298,7 +298,7 @@ static int commit(struct engine *e)
     }
     int ok = e->commit_status == STORE_OK;
     if (ok) {
-        sched_commit(s);
+        sched_commit(s, 1);
         s->start_time_kept = 1;
         if (sampled_changed)
             sched_set_sampled(s, &sampled);

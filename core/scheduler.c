@@ -1365,7 +1365,7 @@ static void changes_clear(struct sched *s)
     memset(cs->label_overflow, 0, sizeof cs->label_overflow);
 }
 
-void sched_commit(struct sched *s)
+void sched_commit(struct sched *s, int stored)
 {
     struct sched_changes *cs = &s->cs;
     struct job *j, *jn;
@@ -1409,9 +1409,14 @@ void sched_commit(struct sched *s)
     for (int f = 0; f < HODEI_F_COUNT; f++)
         if (cs->label_overflow[f])
             counter_add(&m->label_overflow[f], cs->label_overflow[f]);
-    for (size_t i = 0; i < cs->nobs; i++)
-        observation_apply(&m->h[cs->obs[i].histogram], &cs->obs[i]);
-    cs->nobs = 0;
+    size_t kept = 0;
+    for (size_t i = 0; i < cs->nobs; i++) {
+        if (cs->obs[i].carried && !stored)
+            cs->obs[kept++] = cs->obs[i];
+        else
+            observation_apply(&m->h[cs->obs[i].histogram], &cs->obs[i]);
+    }
+    cs->nobs = kept;
     struct worker *w, *wn;
     cds_list_for_each_entry_safe(w, wn, &cs->workers, touch_link) {
         cds_list_del(&w->touch_link);

@@ -420,8 +420,11 @@ static inline int sched_job_committed(const struct sched *s, const struct job *j
 
 /* 1 when the change set holds something the store must keep. */
 int  sched_dirty(const struct sched *s);
-/* The store committed the change set: readers see it now; the change set is empty again. */
-void sched_commit(struct sched *s);
+/* The change set is settled: readers see it now, and it is empty again.  stored: the store
+ * committed it, carried observations included.  Otherwise it held nothing the store must keep
+ * (sched_dirty() was 0) and its carried observations stay for the next one that is stored:
+ * readers never see a value the store does not have. */
+void sched_commit(struct sched *s, int stored);
 /* The store refused it: every job, tenant and worker it touched is as it was committed, and
  * the change set is empty again.  Observations marked carried stay for the next one. */
 void sched_rollback(struct sched *s);

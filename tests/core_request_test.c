@@ -271,7 +271,7 @@ static void test_metrics_snapshot(void **state)
         assert_int_equal(sched_submit(&s, &js, 100, NULL), SCHED_OK);
     }
     sched_round(&s, 100.5);
-    sched_commit(&s);
+    sched_commit(&s, 1);
 
     uint32_t caps[HODEI_F_COUNT];
     metrics_caps(caps, cfg.max_tenants, cfg.max_workers);

@@ -91,14 +91,14 @@ static const char *worker_of(const struct job *j)
 /* What readers see: the change set committed first, as the engine does after each batch. */
 static const struct sched_metrics *committed(struct sched *s)
 {
-    sched_commit(s);
+    sched_commit(s, 1);
     return &s->m;
 }
 
 /* Tenant i's counter c, committed. */
 static uint64_t tcount(struct sched *s, uint32_t i, enum tenant_counter c)
 {
-    sched_commit(s);
+    sched_commit(s, 1);
     return s->tenants[i]->count[c];
 }
 
@@ -415,7 +415,7 @@ static void test_every_transition(void **state)
             add_worker(&s, "w", 1000, 1000, 1000);
             add_worker(&s, "other", 10, 10, 1000);
             struct job *j = job_in_state(&s, (enum job_state) st, 1000);
-            sched_commit(&s);
+            sched_commit(&s, 1);
             struct job_status before = j->st;
             enum sched_rc rc = act(&s, (enum action) a, j, "w", 1001);
             if (expect[st][a] < 0) {
@@ -575,7 +575,7 @@ static void test_tenant_overflow(void **state)
     }
     submit(s, "tenant-1", 1, 1, 0, 1000);           /* a known tenant keeps its series */
     assert_int_equal(sched_tenant_count(s), 0);      /* readers see none before the commit */
-    sched_commit(s);
+    sched_commit(s, 1);
     assert_int_equal(sched_tenant_count(s), 4);      /* 3 named + __overflow__ */
     assert_string_equal(s->tenants[3]->id, HODEI_OVERFLOW_LABEL);
     assert_int_equal(tcount(s, 1, TC_SUBMITTED), 2);
@@ -610,7 +610,7 @@ static void test_worker_cap_and_queue_limit(void **state)
         submit(s, "t", 1, 1, 0, 1000);
     struct job_spec js = { .tenant_id = "t2", .cpu_m = 1, .memory_mb = 1, .command = "x" };
     assert_int_equal(sched_submit(s, &js, 1000, NULL), SCHED_FULL);
-    sched_commit(s);
+    sched_commit(s, 1);
     assert_int_equal(sched_tenant_count(s), 1);       /* the refused job made no tenant */
     assert_int_equal(s->next_job_id, 4);
     teardown(state);
@@ -631,7 +631,7 @@ static void test_retention_is_bounded(void **state)
         assert_int_equal(sched_cancel(s, j->id, 1000, NULL), SCHED_OK);
     }
     sched_prune(s);
-    sched_commit(s);
+    sched_commit(s, 1);
     assert_int_equal(s->nfinished, 5);
     assert_null(sched_job(s, first));
     assert_non_null(sched_job(s, first + 19));
@@ -784,24 +784,24 @@ static void test_output_budget(void **state)
     struct job_output sixty = { bytes, 60, 6000 }, too_big = { bytes, 120, 120 };
     assert_int_equal(sched_succeed(s, j[0]->id, "w", 0, &sixty, 1001, NULL), SCHED_OK);
     assert_null(j[0]->output);                              /* kept once it commits */
-    sched_commit(s);
+    sched_commit(s, 1);
     assert_non_null(j[0]->output);
     assert_int_equal(j[0]->st.output_bytes, 6000);
     assert_int_equal(sched_fail(s, j[1]->id, "w", HODEI_ERR_EXIT_CODE, 1, 1, &sixty, 1001, NULL),
                      SCHED_OK);
-    sched_commit(s);
+    sched_commit(s, 1);
     assert_null(j[0]->output);                              /* the oldest made room */
     assert_non_null(j[1]->output);
     assert_int_equal(s->output_bytes, 60);
     assert_int_equal(sched_succeed(s, j[2]->id, "w", 0, &too_big, 1001, NULL), SCHED_OK);
-    sched_commit(s);
+    sched_commit(s, 1);
     assert_null(j[2]->output);                              /* larger than the budget */
     assert_int_equal(j[2]->st.output_bytes, 120);           /* its size is still told */
     assert_non_null(j[1]->output);
     /* retention drops j[0] and j[1] (only 2 finished kept): j[1]'s output goes with it */
     assert_int_equal(sched_succeed(s, j[3]->id, "w", 0, NULL, 1002, NULL), SCHED_OK);
     sched_prune(s);
-    sched_commit(s);
+    sched_commit(s, 1);
     assert_int_equal(j[3]->st.output_bytes, -1);
     assert_int_equal(s->output_bytes, 0);
     assert_true(cds_list_empty(&s->outputs));
@@ -1131,7 +1131,7 @@ static void test_rollback_leaves_no_trace(void **state)
             free(after);
             rolled_back += dirty;
         } else {
-            sched_commit(s);
+            sched_commit(s, 1);
             committed_sets += dirty;
             submitted += n;
         }
@@ -1186,7 +1186,7 @@ static void test_histograms_survive_a_restart(void **state)
     struct store_batch *batch = persist_batch(&a, &sampled, &sampled_changed);
     assert_non_null(batch);
     assert_int_equal(store_submit(st, batch, NULL, NULL), 0);
-    sched_commit(&a);
+    sched_commit(&a, 1);
     store_close(st);
     const struct hodei_histogram *before = &a.m.h[SH_JOB_DURATION];
     assert_int_equal(before->native.count, 40);
@@ -1217,13 +1217,33 @@ static void test_histograms_survive_a_restart(void **state)
     sched_round(&b, 2000);
     assert_int_equal(sched_start(&b, j->id, "w", 2000, NULL), SCHED_OK);
     assert_int_equal(sched_succeed(&b, j->id, "w", 0, NULL, 2002.5, NULL), SCHED_OK);
-    sched_commit(&b);
+    sched_commit(&b, 1);
     expect_agreement(&b.m.h[SH_JOB_DURATION], 41);
     sched_destroy(&a);
     sched_destroy(&b);
     char cmd[sizeof dir + 16];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     assert_int_equal(system(cmd), 0);
+}
+
+/* A commit's duration is carried into the next change set the store keeps: a change set with
+ * nothing to store does not show it, so readers never see what a restart would lose. */
+static void test_carried_observations_wait_for_the_store(void **state)
+{
+    struct fixture *f = *state;
+    struct sched *s = &f->s;
+    sched_observe_carried(s, SH_STORE_COMMIT, 0.0004);
+    assert_false(sched_dirty(s));
+    sched_commit(s, 0);
+    assert_int_equal(s->m.h[SH_STORE_COMMIT].native.count, 0);
+    struct hodei_histogram pending;
+    assert_int_equal(sched_histogram_pending(s, SH_STORE_COMMIT, &pending), 1);
+    assert_int_equal(pending.native.count, 1);
+    sched_rollback(s);                      /* a refused commit keeps it too */
+    sched_commit(s, 1);
+    expect_agreement(&s->m.h[SH_STORE_COMMIT], 1);
+    assert_int_equal(s->m.h[SH_STORE_COMMIT].count[2], 1);   /* le=0.0005 */
+    assert_int_equal(sched_histogram_pending(s, SH_STORE_COMMIT, &pending), 0);
 }
 
 int main(void)
@@ -1251,6 +1271,8 @@ int main(void)
         cmocka_unit_test(test_output_budget),
         cmocka_unit_test(test_rollback_leaves_no_trace),
         cmocka_unit_test(test_histograms_survive_a_restart),
+        cmocka_unit_test_setup_teardown(test_carried_observations_wait_for_the_store, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
