@@ -37,15 +37,7 @@ diag("crash test seed $seed (HODEI_CRASH_SEED=$seed repeats its choices)");
 my $port = $ENV{HODEI_TEST_CRASH_PORT} || 18660;
 my ($daemon_port, $nginx_port) = ($port, $port + 1);
 my $d = start_daemon($daemon_port, qw(--publish-interval-ms 100 --job-retention 100000));
-start_nginx(port => $nginx_port, workers => 2, http => <<"HTTP");
-    hodei_segment $d->{segment};
-    hodei_http_zone hodei_http 1m;
-    server {
-        listen 127.0.0.1:$nginx_port;
-        location = /api/v1/metrics { hodei_metrics; }
-        location /api/v1/ { proxy_pass http://127.0.0.1:$daemon_port; proxy_read_timeout 60s; }
-    }
-HTTP
+start_nginx_in_front($d, $nginx_port, workers => 2);
 my $base = "http://127.0.0.1:$nginx_port/api/v1";
 my $runs = "$TMP/runs";        # what the jobs record
 mkdir $runs or die;

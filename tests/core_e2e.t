@@ -22,15 +22,7 @@ my $d = start_daemon($daemon_port, qw(--publish-interval-ms 50 --heartbeat-timeo
                                       --worker-timeout-s 3));
 
 # nginx in front, as deployed
-my $nginx = start_nginx(port => $nginx_port, workers => 2, http => <<"HTTP");
-    hodei_segment $d->{segment};
-    hodei_http_zone hodei_http 1m;
-    server {
-        listen 127.0.0.1:$nginx_port;
-        location = /api/v1/metrics { hodei_metrics; }
-        location /api/v1/ { proxy_pass http://127.0.0.1:$daemon_port; proxy_read_timeout 60s; }
-    }
-HTTP
+my $nginx = start_nginx_in_front($d, $nginx_port, workers => 2);
 # everything goes through nginx, with the daemon's tokens (the admin's for this script)
 my $api = { url => "http://127.0.0.1:$nginx_port/api/v1", token => $d->{token} };
 my $worker_token = token_file($d->{tokens}{worker});

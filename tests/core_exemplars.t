@@ -17,14 +17,7 @@ use Time::HiRes qw(sleep time);
 my $base = $ENV{HODEI_TEST_EXEMPLAR_PORT} || 18450;
 my ($daemon_port, $nginx_port, $prom_port) = ($base, $base + 1, $base + 2);
 my $d = start_daemon($daemon_port, qw(--publish-interval-ms 100));
-my $nginx = start_nginx(port => $nginx_port, http => <<"HTTP");
-    hodei_segment $d->{segment};
-    server {
-        listen 127.0.0.1:$nginx_port;
-        location = /api/v1/metrics { hodei_metrics; }
-        location /api/v1/ { proxy_pass http://127.0.0.1:$daemon_port; }
-    }
-HTTP
+my $nginx = start_nginx_in_front($d, $nginx_port);
 my $url = "http://127.0.0.1:$nginx_port";
 my $api = { url => "$url/api/v1", token => $d->{token} };
 my $admin = token_file($d->{token});

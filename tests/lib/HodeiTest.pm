@@ -26,7 +26,7 @@ our @EXPORT = qw(
     port_open wait_port
     to_json from_json http_get call
     make_tokens token_file start_daemon restart_daemon segment_header metrics settle sample rss_kb
-    nginx_conf start_nginx
+    nginx_conf start_nginx start_nginx_in_front
 );
 
 my $ROOT = abs_path(dirname(__FILE__) . '/../..');
@@ -399,6 +399,22 @@ sub start_nginx {
     wait_port($o{port}) or die "nginx is not listening on $o{port}:\n"
         . slurp("$o{dir}/logs/stderr.log") . slurp("$o{dir}/logs/error.log");
     return $pid;
+}
+
+# nginx in front of daemon $d on $port, as deployed: the scrape at /api/v1/metrics (with the
+# HTTP zone) and the rest of /api/v1/ proxied to the daemon.  %o as start_nginx's (workers,
+# dir, ...).  Returns nginx's pid.
+sub start_nginx_in_front {
+    my ($d, $port, %o) = @_;
+    return start_nginx(%o, port => $port, http => <<"HTTP");
+    hodei_segment $d->{segment};
+    hodei_http_zone hodei_http 1m;
+    server {
+        listen 127.0.0.1:$port;
+        location = /api/v1/metrics { hodei_metrics; }
+        location /api/v1/ { proxy_pass http://127.0.0.1:$d->{port}; proxy_read_timeout 60s; }
+    }
+HTTP
 }
 
 1;
